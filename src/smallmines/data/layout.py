@@ -1,0 +1,205 @@
+"""Find the SmallMinesDS files: published zip or extracted folder, both naming variants.
+
+The published archive ``SmallMinesDS.zip`` holds::
+
+    SmallMinesDS/{YEAR}/IMAGE/IMG_GH_TTTT_YYYY.tif     13 x 128 x 128 float32, nodata -9999
+    SmallMinesDS/{YEAR}/MASK/MASK_GH_TTTT_YYYY.tif     1 x 128 x 128 uint8, 0/1, nodata 255
+    data_splits/train_test_splits_{YEAR}.csv           patch_name,class_percentage,bin,split
+
+Some copies drop the country code (``IMG_TTTT_YYYY.tif``); other years and country codes are accepted
+so the dataset can grow. Images and masks are paired by (country, tile, year); files that have no
+partner are reported as orphans, never silently dropped. A zip is read in place through GDAL's
+``/vsizip/`` with no extraction.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from smallmines.errors import CorruptFileError, DatasetNotFoundError
+
+DATASET_DIR = "SmallMinesDS"
+SPLITS_DIR = "data_splits"
+_NAME = re.compile(
+    r"^(?P<kind>IMG|MASK)_(?:(?P<country>[A-Za-z]{2,3})_)?(?P<tile>\d+)_(?P<year>\d{4})\.tiff?$",
+    re.IGNORECASE,
+)
+
+
+def image_name(tile: int | str, year: int, country: str | None = "GH") -> str:
+    """Published image file name, e.g. ``IMG_GH_0001_2016.tif`` (``IMG_0001_2016.tif`` without country)."""
+    return _file_name("IMG", tile, year, country)
+
+
+def mask_name(tile: int | str, year: int, country: str | None = "GH") -> str:
+    """Published mask file name, e.g. ``MASK_GH_0001_2016.tif``."""
+    return _file_name("MASK", tile, year, country)
+
+
+def _file_name(kind: str, tile: int | str, year: int, country: str | None) -> str:
+    tile_str = f"{int(tile):04d}" if isinstance(tile, int) else str(tile)
+    middle = f"{country}_" if country else ""
+    return f"{kind}_{middle}{tile_str}_{int(year)}.tif"
+
+
+def split_csv_name(year: int) -> str:
+    """Official split file name for ``year``: ``train_test_splits_2016.csv``."""
+    return f"train_test_splits_{int(year)}.csv"
+
+
+@dataclass(frozen=True, order=True)
+class PatchKey:
+    """Identity of a patch: tile id and year (and the country code when the file names carry one)."""
+
+    tile: str
+    year: int
+    country: str = ""
+
+    @property
+    def id(self) -> str:
+        """Stable patch id, ``GH_0001_2016`` (or ``0001_2016`` without country)."""
+        prefix = f"{self.country}_" if self.country else ""
+        return f"{prefix}{self.tile}_{self.year}"
+
+    @property
+    def site(self) -> str:
+        """The place, independent of year: ``GH_0001``. The same site exists in several years."""
+        return f"{self.country}_{self.tile}" if self.country else self.tile
+
+
+def parse_name(name: str) -> tuple[str, PatchKey] | None:
+    """Parse ``IMG_GH_0001_2016.tif`` into ``("IMG", PatchKey("0001", 2016, "GH"))``; None if not a patch."""
+    match = _NAME.match(PurePosixPath(name).name)
+    if match is None:
+        return None
+    key = PatchKey(match["tile"], int(match["year"]), (match["country"] or "").upper())
+    return match["kind"].upper(), key
+
+
+@dataclass(frozen=True)
+class PatchRef:
+    """One image/mask pair: paths are GDAL paths (``/vsizip/...`` inside a zip)."""
+
+    key: PatchKey
+    image: str
+    mask: str
+
+    @property
+    def id(self) -> str:
+        return self.key.id
+
+    @property
+    def year(self) -> int:
+        return self.key.year
+
+
+@dataclass
+class DatasetLayout:
+    """What :func:`discover` found at a path."""
+
+    root: Path
+    is_zip: bool
+    patches: list[PatchRef]
+    orphans: list[str] = field(default_factory=list)
+    split_files: dict[int, str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def years(self) -> list[int]:
+        return sorted({p.year for p in self.patches})
+
+    def by_id(self) -> dict[str, PatchRef]:
+        return {p.id: p for p in self.patches}
+
+
+def _gdal_path(root: Path, member: str, is_zip: bool) -> str:
+    return f"/vsizip/{root.resolve()}/{member}" if is_zip else str(root / member)
+
+
+def _list_members(root: Path) -> tuple[list[str], bool]:
+    """Relative POSIX paths of every file under ``root`` (a folder or a zip)."""
+    if root.is_file():
+        try:
+            with zipfile.ZipFile(root) as archive:
+                return [n for n in archive.namelist() if not n.endswith("/")], True
+        except zipfile.BadZipFile as exc:
+            raise CorruptFileError(root, f"not a readable zip archive ({exc})") from exc
+    return [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()], False
+
+
+def discover(path: str | Path) -> DatasetLayout:
+    """Find every patch, its mask and the split files under ``path``.
+
+    Args:
+        path: ``SmallMinesDS.zip``, a folder holding ``SmallMinesDS/`` (and ``data_splits/``), or the
+            ``SmallMinesDS`` folder itself.
+
+    Returns:
+        The layout, with patches sorted by year then tile, orphans listed.
+
+    Raises:
+        DatasetNotFoundError: when ``path`` does not exist or holds no SmallMinesDS patch.
+    """
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DatasetNotFoundError(
+            f"{root}: no such file or folder; give SmallMinesDS.zip or the folder that holds "
+            "SmallMinesDS/{YEAR}/IMAGE (create a synthetic one with `smallmines data synth`)"
+        )
+    members, is_zip = _list_members(root)
+    images: dict[PatchKey, str] = {}
+    masks: dict[PatchKey, str] = {}
+    splits: dict[int, str] = {}
+    ignored: list[str] = []
+    for member in members:
+        posix = PurePosixPath(member)
+        split_match = re.fullmatch(r"train_test_splits_(\d{4})\.csv", posix.name)
+        if split_match:
+            splits[int(split_match[1])] = _gdal_path(root, member, is_zip)
+            continue
+        parsed = parse_name(posix.name)
+        if parsed is None:
+            if posix.suffix.lower() in {".tif", ".tiff"}:
+                ignored.append(member)
+            continue
+        kind, key = parsed
+        target = images if kind == "IMG" else masks
+        target[key] = _gdal_path(root, member, is_zip)
+    if not images and not masks:
+        raise DatasetNotFoundError(
+            f"{root}: no SmallMinesDS patches found (expected SmallMinesDS/YEAR/IMAGE/IMG_GH_TTTT_YYYY.tif "
+            "and SmallMinesDS/YEAR/MASK/MASK_GH_TTTT_YYYY.tif)"
+        )
+    patches = [PatchRef(k, images[k], masks[k]) for k in sorted(images.keys() & masks.keys())]
+    orphans = [images[k] for k in sorted(images.keys() - masks.keys())]
+    orphans += [masks[k] for k in sorted(masks.keys() - images.keys())]
+    patches.sort(key=lambda p: (p.key.year, p.key.country, p.key.tile))
+    return DatasetLayout(root, is_zip, patches, orphans, splits, ignored)
+
+
+def read_text(location: str | Path) -> str:
+    """Read a small text file (a split CSV) from disk or from inside a zip (``/vsizip/ZIP/member``)."""
+    location = str(location)
+    if location.startswith("/vsizip/"):
+        inner = location[len("/vsizip/") :]
+        archive_path, _, member = inner.partition(".zip/")
+        with zipfile.ZipFile(archive_path + ".zip") as archive:
+            return archive.read(member).decode("utf-8")
+    return Path(location).read_text(encoding="utf-8")
+
+
+def find_split_files(layout: DatasetLayout, extra_dirs: Iterable[str | Path] = ()) -> dict[int, str]:
+    """Split files found in the dataset, plus ``data_splits`` beside a zip or in ``extra_dirs``."""
+    found = dict(layout.split_files)
+    candidates = [Path(d) for d in extra_dirs]
+    base = layout.root.parent if layout.is_zip else layout.root
+    candidates += [base / SPLITS_DIR, base.parent / SPLITS_DIR]
+    for folder in candidates:
+        for csv in sorted(folder.glob("train_test_splits_*.csv")) if folder.is_dir() else []:
+            year = int(csv.stem.rsplit("_", 1)[1])
+            found.setdefault(year, str(csv))
+    return found

@@ -1,0 +1,284 @@
+"""Train/validation/test splits: official, stratified random, by year and spatially blocked.
+
+A split is a plain ``dict`` from patch id (``GH_0001_2016``) to ``"train"``, ``"val"`` or
+``"test"``. Every method is reproducible from a seed, and any split can be written to CSV in the
+official format (``patch_name,class_percentage,bin,split``) and read back.
+
+The official split files (``data_splits/train_test_splits_{YEAR}.csv``) are stratified on mining
+share per year and have no validation part; :func:`carve_validation` takes one from train. Patch
+names in them may carry ``GH_`` or not and may name the image or the mask; they are matched by
+(tile, year).
+
+Random and blocked splits keep every *site* (the same tile in 2016 and 2022) in one split, so a
+place seen in training is never scored in test under another year.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from smallmines.data.layout import DatasetLayout, PatchKey, find_split_files, parse_name, read_text
+from smallmines.errors import SplitError
+
+SPLIT_NAMES = ("train", "val", "test")
+BIN_EDGES = (0.0, 1.0, 5.0, 10.0, 25.0, 50.0)
+"""Lower edges (percent mining) of the share bins; bin 0 is exactly 0 %, bin k covers (edge_k-1, edge_k]."""
+CSV_COLUMNS = ("patch_name", "class_percentage", "bin", "split")
+
+
+def share_bin(percentage: float) -> int:
+    """Bin of a mining share in percent: 0 for none, then (0,1], (1,5], (5,10], (10,25], (25,50], >50."""
+    if percentage <= 0:
+        return 0
+    return int(np.searchsorted(np.asarray(BIN_EDGES[1:]), percentage, side="left")) + 1
+
+
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _stratified_take(items: Sequence[str], strata: Mapping[str, int], fraction: float, seed: int) -> set[str]:
+    """Pick ``fraction`` of ``items`` within every stratum (rounded, at least one when a stratum allows)."""
+    rng = _rng(seed)
+    groups: dict[int, list[str]] = defaultdict(list)
+    for item in sorted(items):
+        groups[strata[item]].append(item)
+    taken: set[str] = set()
+    for stratum in sorted(groups):
+        members = groups[stratum]
+        rng.shuffle(members)
+        n = int(round(fraction * len(members)))
+        if n == 0 and fraction > 0 and len(members) > 2:
+            n = 1
+        taken.update(members[:n])
+    return taken
+
+
+def _sites(ids: Mapping[str, PatchKey]) -> dict[str, list[str]]:
+    sites: dict[str, list[str]] = defaultdict(list)
+    for pid, key in ids.items():
+        sites[key.site].append(pid)
+    return sites
+
+
+def _site_strata(sites: Mapping[str, list[str]], shares: Mapping[str, float]) -> dict[str, int]:
+    return {site: share_bin(max(shares.get(p, 0.0) for p in pids)) for site, pids in sites.items()}
+
+
+def random_split(
+    keys: Mapping[str, PatchKey],
+    shares: Mapping[str, float],
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+) -> dict[str, str]:
+    """Stratified random split by site: all years of a tile land in the same split."""
+    sites = _sites(keys)
+    strata = _site_strata(sites, shares)
+    test_sites = _stratified_take(list(sites), strata, test_fraction, seed)
+    rest = [s for s in sites if s not in test_sites]
+    val_sites = _stratified_take(rest, strata, val_fraction / max(1e-9, 1 - test_fraction), seed + 1)
+    out = {}
+    for site, pids in sites.items():
+        name = "test" if site in test_sites else "val" if site in val_sites else "train"
+        out.update({p: name for p in pids})
+    return out
+
+
+def year_split(
+    keys: Mapping[str, PatchKey],
+    shares: Mapping[str, float],
+    seed: int = 0,
+    train_years: Iterable[int] = (2016,),
+    test_years: Iterable[int] = (2022,),
+    val_fraction: float = 0.1,
+) -> dict[str, str]:
+    """Train on some years, test on others (temporal transfer); validation carved from train."""
+    train_years, test_years = set(train_years), set(test_years)
+    if train_years & test_years:
+        raise SplitError(f"years {sorted(train_years & test_years)} are in both train and test")
+    out = {p: "train" if k.year in train_years else "test" for p, k in keys.items()
+           if k.year in train_years | test_years}
+    return carve_validation(out, shares, val_fraction, seed)
+
+
+def spatial_split(
+    keys: Mapping[str, PatchKey],
+    shares: Mapping[str, float],
+    centers: Mapping[str, tuple[float, float]],
+    seed: int = 0,
+    block_size: float = 5000.0,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+) -> dict[str, str]:
+    """Spatially blocked split: tiles grouped in square blocks of ``block_size`` metres.
+
+    Whole blocks go to one split, so neighbouring tiles (which share mining sites and streams)
+    never leak between train and test. Blocks are stratified on their largest mining share.
+
+    Args:
+        centers: patch id -> (x, y) of the tile centre in a projected CRS (metres).
+    """
+    missing = [p for p in keys if p not in centers]
+    if missing:
+        raise SplitError(f"no footprint for {len(missing)} patches, e.g. {missing[0]}")
+    blocks: dict[str, list[str]] = defaultdict(list)
+    for pid in keys:
+        x, y = centers[pid]
+        blocks[f"{int(x // block_size)}_{int(y // block_size)}"].append(pid)
+    strata = {b: share_bin(max(shares.get(p, 0.0) for p in pids)) for b, pids in blocks.items()}
+    test_blocks = _stratified_take(list(blocks), strata, test_fraction, seed)
+    rest = [b for b in blocks if b not in test_blocks]
+    val_blocks = _stratified_take(rest, strata, val_fraction / max(1e-9, 1 - test_fraction), seed + 1)
+    out = {}
+    for block, pids in blocks.items():
+        name = "test" if block in test_blocks else "val" if block in val_blocks else "train"
+        out.update({p: name for p in pids})
+    return out
+
+
+def carve_validation(
+    split: Mapping[str, str], shares: Mapping[str, float], fraction: float = 0.1, seed: int = 0
+) -> dict[str, str]:
+    """Move ``fraction`` of the train patches (stratified on mining share) to ``val``; test untouched."""
+    out = dict(split)
+    if fraction <= 0:
+        return out
+    train = [p for p, s in split.items() if s == "train"]
+    strata = {p: share_bin(shares.get(p, 0.0)) for p in train}
+    for pid in _stratified_take(train, strata, fraction, seed):
+        out[pid] = "val"
+    return out
+
+
+def _key_of_name(name: str, known: Mapping[tuple[str, int], list[PatchKey]]) -> PatchKey | None:
+    parsed = parse_name(name.strip() if name.lower().endswith((".tif", ".tiff")) else f"{name.strip()}.tif")
+    if parsed is None:
+        return None
+    _, key = parsed
+    candidates = known.get((key.tile, key.year), [])
+    if key.country:
+        candidates = [c for c in candidates if c.country in ("", key.country)] or []
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def read_split_csv(text: str, source: str, keys: Mapping[str, PatchKey]) -> tuple[dict[str, str], list[str]]:
+    """Parse split CSV text; returns (patch id -> split, names that match no patch).
+
+    Raises:
+        SplitError: a missing column or an unknown split value, naming ``source``.
+    """
+    reader = csv.DictReader(io.StringIO(text))
+    columns = set(reader.fieldnames or ())
+    if not {"patch_name", "split"} <= columns:
+        raise SplitError(f"{source}: columns {sorted(columns)}; expected at least patch_name and split "
+                         f"(official: {', '.join(CSV_COLUMNS)})")
+    known: dict[tuple[str, int], list[PatchKey]] = defaultdict(list)
+    for key in keys.values():
+        known[(key.tile, key.year)].append(key)
+    out: dict[str, str] = {}
+    unmatched: list[str] = []
+    for line, row in enumerate(reader, start=2):
+        split = (row.get("split") or "").strip().lower()
+        split = {"validation": "val", "valid": "val"}.get(split, split)
+        if split not in SPLIT_NAMES:
+            raise SplitError(f"{source}, line {line}: split {row.get('split')!r}; expected one of {SPLIT_NAMES}")
+        key = _key_of_name(row["patch_name"], known)
+        if key is None:
+            unmatched.append(row["patch_name"])
+        else:
+            out[key.id] = split
+    return out, unmatched
+
+
+def official_split(
+    layout: DatasetLayout,
+    splits_dir: str | Path | None = None,
+    years: Iterable[int] | None = None,
+) -> tuple[dict[str, str], list[str]]:
+    """Read the official per-year split files of a dataset.
+
+    Returns:
+        (patch id -> "train"/"test", names in the files that match no patch in the dataset).
+
+    Raises:
+        SplitError: a year has no split file (the message says where it was looked for), or no
+            name in the files matches a patch.
+    """
+    keys = {p.id: p.key for p in layout.patches}
+    wanted = sorted(set(years) if years else set(layout.years))
+    files = find_split_files(layout, [splits_dir] if splits_dir else [])
+    out: dict[str, str] = {}
+    unmatched: list[str] = []
+    for year in wanted:
+        if year not in files:
+            raise SplitError(
+                f"no split file train_test_splits_{year}.csv for {layout.root} (looked in the dataset, in "
+                f"data_splits/ beside it{' and in ' + str(splits_dir) if splits_dir else ''}); "
+                "pass --splits DIR or choose another split method (random, year, spatial)"
+            )
+        year_keys = {p: k for p, k in keys.items() if k.year == year}
+        split, missing = read_split_csv(read_text(files[year]), files[year], year_keys)
+        out.update(split)
+        unmatched += missing
+    if not out:
+        raise SplitError(f"no patch name in the split files of {layout.root} matches a patch of the dataset")
+    return out, unmatched
+
+
+def write_split_csv(path: str | Path, split: Mapping[str, str], shares: Mapping[str, float],
+                    names: Mapping[str, str] | None = None) -> Path:
+    """Write a split in the official format (atomically).
+
+    Args:
+        split: patch id -> split name.
+        shares: patch id -> mining percentage.
+        names: patch id -> patch_name to write (default: the id).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_COLUMNS)
+        for pid in sorted(split):
+            share = float(shares.get(pid, 0.0))
+            writer.writerow([(names or {}).get(pid, pid), f"{share:.4f}", share_bin(share), split[pid]])
+    os.replace(tmp, path)
+    return path
+
+
+def write_official_split(path: str | Path, shares: Mapping[str, float], seed: int,
+                         test_fraction: float = 0.2) -> Path:
+    """Write an official-style split file for one year: train/test stratified on mining share.
+
+    Args:
+        shares: patch name (as it will appear in ``patch_name``) -> mining percentage.
+    """
+    strata = {name: share_bin(share) for name, share in shares.items()}
+    test = _stratified_take(list(shares), strata, test_fraction, seed)
+    split = {name: "test" if name in test else "train" for name in shares}
+    return write_split_csv(path, split, shares)
+
+
+SPLIT_METHODS: dict[str, Callable[..., dict[str, str]]] = {
+    "random": random_split,
+    "year": year_split,
+    "spatial": spatial_split,
+}
+"""Generated split methods by name; ``official`` reads the published files instead."""
+
+
+def summarize(split: Mapping[str, str], keys: Mapping[str, PatchKey]) -> dict[int, dict[str, int]]:
+    """Counts per year and split name."""
+    table: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SPLIT_NAMES, 0))
+    for pid, name in split.items():
+        table[keys[pid].year][name] += 1
+    return {year: dict(row) for year, row in sorted(table.items())}
