@@ -53,3 +53,11 @@ class SceneMismatchError(SmallminesError, ValueError):
 
 class OptionalDependencyError(SmallminesError, ImportError):
     """An optional extra (for example ``smallmines[foundation]``) is needed but not installed."""
+
+
+class ChangeError(SmallminesError, ValueError):
+    """Two maps cannot be compared (no overlap, bad years, bad zones)."""
+
+
+class MapNotFoundError(SmallminesError, FileNotFoundError):
+    """A mine map (a ``mines.tif`` or a map folder holding one) does not exist."""

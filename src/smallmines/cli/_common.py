@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from smallmines.errors import SmallminesError
@@ -29,7 +30,7 @@ def api_errors() -> Iterator[None]:
     try:
         yield
     except SmallminesError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 

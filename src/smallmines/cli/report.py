@@ -1,9 +1,41 @@
-"""CLI commands (registered on the main app by :func:`register`)."""
+"""``smallmines report``: one self-contained HTML report of a run, maps, change and dataset."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from smallmines.cli._common import api_errors, out, progress_bar, setup_logging
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    """Add the ``report`` command to the main app."""
+
+    @app.command("report")
+    def report(
+        run_dir: Annotated[Path, typer.Argument(help="A training run, map or change folder, a dataset, or a folder "
+                                                     "holding maps/ and change/.", exists=True, file_okay=False)],
+        output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+        data: Annotated[Path | None, typer.Option("--data", help="The dataset (default: data.root of config.yaml).",
+                                                  exists=True)] = None,
+        figures: Annotated[Path | None, typer.Option("--figures", help="Also save every figure here as PNG and PDF.",
+                                                     file_okay=False)] = None,
+        title: Annotated[str | None, typer.Option(help="Report title.")] = None,
+        max_overlay_px: Annotated[int, typer.Option(help="Largest side of a raster layer on the web map, pixels.",
+                                                    min=64)] = 1600,
+        samples: Annotated[int, typer.Option(help="Sample predictions to draw.", min=0)] = 4,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    ) -> None:
+        """Write one HTML file (opens offline) with the dataset, training, metrics, maps and change."""
+        setup_logging(verbose)
+        logging.getLogger("pyogrio").setLevel(logging.DEBUG if verbose else logging.WARNING)
+        from smallmines.report import build_report
+
+        with api_errors(), progress_bar("reading the dataset") as update:
+            path = build_report(run_dir, output, data=data, figures_dir=figures, title=title,
+                                max_overlay_px=max_overlay_px, samples=samples, progress=update)
+        size = path.stat().st_size / 1e6
+        out.print(f"report written to [bold]{path}[/] ({size:.1f} MB)" + (f"; figures in {figures}" if figures else ""))

@@ -18,6 +18,8 @@ corresponding mask pixels become the ignore index 255.
 
 from __future__ import annotations
 
+import inspect
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -28,23 +30,50 @@ import torch
 from torch.utils.data import Dataset
 
 from smallmines.bands import IGNORE_INDEX, RGB_BANDS, compute_channels, parse_bands
-from smallmines.data.io import mining_share, read_info, read_patch
-from smallmines.data.layout import DatasetLayout, PatchKey, discover
-from smallmines.data.pack import MAGIC, PackedSource
-from smallmines.data.splits import SPLIT_METHODS, SPLIT_NAMES, carve_validation, official_split, read_split_csv
+from smallmines.data.io import load_image, load_mask, merge_nodata, mining_share, read_patch
+from smallmines.data.layout import DatasetLayout, PatchKey, discover, read_text
+from smallmines.data.pack import PackedSource, is_pack
+from smallmines.data.splits import (
+    SPLIT_METHODS,
+    SPLIT_NAMES,
+    carve_validation,
+    official_split,
+    read_split_csv,
+    summarize,
+    write_split_csv,
+)
 from smallmines.data.stats import BandStats, RunningStats
-from smallmines.errors import BandError, ConfigError, SplitError
+from smallmines.errors import BandError, ConfigError, DataFormatError, SplitError
+
+logger = logging.getLogger(__name__)
 
 
 class PatchSource:
-    """Patches of a dataset, from files or a pack: keys, footprints, mining shares and raw reads."""
+    """Patches of a dataset, from files or a pack: keys, footprints, mining shares and raw reads.
 
-    def __init__(self, path: str | Path, splits_dir: str | Path | None = None) -> None:
+    ``keys`` and ``ids`` list every image/mask pair found. For files, the first use of ``shares``,
+    ``centers`` or ``bad`` reads every patch once (a *scan*) and remembers which ones cannot be used
+    (corrupt, wrong format, no valid pixel); ``usable`` lists the others. A pack only holds usable
+    patches (the ones skipped while packing are in ``pack.header.skipped``).
+
+    Args:
+        path: ``SmallMinesDS.zip``, a folder holding ``SmallMinesDS/``, or a ``.smpack`` file.
+        splits_dir: folder holding ``train_test_splits_{YEAR}.csv`` when not beside the data.
+        progress: called as ``progress(done, total)`` during the scan of a file dataset.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        splits_dir: str | Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.splits_dir = splits_dir
+        self.progress = progress
         self.pack: PackedSource | None = None
         self.layout: DatasetLayout | None = None
-        if self.path.is_file() and _is_pack(self.path):
+        if is_pack(self.path):
             self.pack = PackedSource(self.path)
             self.keys: list[PatchKey] = list(self.pack.header.keys)
         else:
@@ -56,41 +85,93 @@ class PatchSource:
         return len(self.keys)
 
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw ``(13, H, W)`` float32 image with NaN nodata and uint8 mask with 255 nodata."""
+        """Raw ``(13, H, W)`` float32 image with NaN nodata and uint8 mask with 255 nodata.
+
+        Raises:
+            DataFormatError: (files only) the patch cannot be used; the message names the file.
+        """
         if self.pack is not None:
             return self.pack.read(i)
-        assert self.layout is not None
-        return read_patch(self.layout.patches[i])
+        return read_patch(self._layout.patches[i])
+
+    @property
+    def _layout(self) -> DatasetLayout:
+        if self.layout is None:  # pragma: no cover - only packs lack a layout
+            raise ConfigError(f"{self.path} is a pack; it has no file layout")
+        return self.layout
 
     @cached_property
+    def _scan(self) -> tuple[dict[str, float], dict[str, tuple[float, float]], dict[str, str]]:
+        """Read every file patch once: (shares, centres, unusable id -> reason)."""
+        shares: dict[str, float] = {}
+        centers: dict[str, tuple[float, float]] = {}
+        bad: dict[str, str] = {}
+        refs = self._layout.patches
+        logger.info("reading %d patches of %s once (a pack, `smallmines data pack`, skips this)",
+                    len(refs), self.path)
+        for i, ref in enumerate(refs):
+            try:
+                image, info = load_image(ref.image)
+                mask = merge_nodata(image, load_mask(ref.mask)[0])
+                if (mask == IGNORE_INDEX).all():
+                    raise DataFormatError(ref.image, "every pixel is nodata (-9999 in the image or 255 in the mask)")
+            except DataFormatError as exc:
+                logger.warning("leaving out patch %s: %s", ref.id, exc)
+                bad[ref.id] = str(exc)
+            else:
+                shares[ref.id] = mining_share(mask)
+                b = info.bounds
+                centers[ref.id] = ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+            if self.progress:
+                self.progress(i + 1, len(refs))
+        return shares, centers, bad
+
+    @property
     def shares(self) -> dict[str, float]:
-        """Mining percentage of every patch (reads every mask once for file sources)."""
+        """Mining percentage of every usable patch."""
         if self.pack is not None:
             return dict(zip(self.ids, self.pack.header.shares, strict=True))
-        return {pid: mining_share(self.read(i)[1]) for i, pid in enumerate(self.ids)}
+        return dict(self._scan[0])
 
-    @cached_property
+    @property
     def centers(self) -> dict[str, tuple[float, float]]:
-        """Tile centre (x, y) in the tile's CRS."""
+        """Tile centre (x, y) of every usable patch, in the tile's CRS."""
         if self.pack is not None:
             return dict(zip(self.ids, self.pack.header.centers, strict=True))
-        assert self.layout is not None
-        out = {}
-        for ref in self.layout.patches:
-            b = read_info(ref.image).bounds
-            out[ref.id] = ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
-        return out
+        return dict(self._scan[1])
+
+    @property
+    def bad(self) -> dict[str, str]:
+        """Patches that cannot be used: id -> reason naming the file (always empty for a pack)."""
+        if self.pack is not None:
+            return {}
+        return dict(self._scan[2])
+
+    @property
+    def usable(self) -> list[int]:
+        """Indices of the patches that can be read."""
+        bad = self.bad
+        return [i for i, pid in enumerate(self.ids) if pid not in bad]
 
     def official(self) -> dict[str, str]:
+        """The official split (train/test) of the usable patches."""
         if self.pack is not None:
-            return self.pack.official_split()
-        assert self.layout is not None
-        return official_split(self.layout, self.splits_dir)[0]
+            split = self.pack.official_split()
+        else:
+            split = official_split(self._layout, self.splits_dir)[0]
+        bad = self.bad
+        return {pid: name for pid, name in split.items() if pid not in bad}
 
 
-def _is_pack(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(len(MAGIC)) == MAGIC
+def _method_options(method: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` checked against what split method ``method`` accepts (None values dropped)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    accepted = set(inspect.signature(SPLIT_METHODS[method]).parameters) - {"keys", "shares", "centers", "seed"}
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise ConfigError(f"split method {method!r} takes no option {', '.join(unknown)}; "
+                          f"it accepts {', '.join(sorted(accepted))}")
+    return given
 
 
 def resolve_split(
@@ -100,38 +181,89 @@ def resolve_split(
     val_fraction: float = 0.1,
     **options: Any,
 ) -> dict[str, str]:
-    """Assign every patch of ``source`` to train/val/test.
+    """Assign every usable patch of ``source`` to train/val/test.
 
     Args:
+        source: the patches.
         method: ``"official"`` (published files, validation carved from train), ``"random"``,
             ``"year"``, ``"spatial"``, a path to a split CSV, or a ready mapping id -> split.
         seed: seed for every random choice.
-        val_fraction: share of train moved to validation (official split and CSVs without ``val``).
+        val_fraction: share of train moved to validation (official split and CSVs without ``val``);
+            whole sites move, so no place is in both train and validation.
         options: extra arguments of the generated methods (``test_fraction``, ``block_size``,
-            ``train_years``, ``test_years``).
+            ``train_years``, ``test_years``); an option the method does not take is an error.
+
+    Returns:
+        patch id -> ``"train"``, ``"val"`` or ``"test"``. Patches the method leaves out (absent
+        from a split file, or of a year the ``year`` method does not use) are not in it.
+
+    Raises:
+        SplitError: an unknown method, a missing split file, or a mapping naming unknown patches.
+        ConfigError: an option the method does not take, or fractions out of range.
     """
-    keys = dict(zip(source.ids, source.keys, strict=True))
+    usable = source.usable
+    keys = {source.ids[i]: source.keys[i] for i in usable}
+    name = None if isinstance(method, Mapping) else str(method)
     if isinstance(method, Mapping):
         split = dict(method)
-    elif str(method) == "official":
-        split = carve_validation(source.official(), source.shares, val_fraction, seed)
-    elif str(method) in SPLIT_METHODS:
-        kwargs = dict(options)
-        if method == "spatial":
+        unknown = set(split) - set(keys)
+        if unknown:
+            raise SplitError(f"split names {len(unknown)} patches that are not usable patches of {source.path}, "
+                             f"e.g. {sorted(unknown)[0]}")
+    elif name == "official":
+        _method_options_none(name, options)
+        split = carve_validation(source.official(), source.shares, val_fraction, seed, keys=keys)
+    elif name in SPLIT_METHODS:
+        kwargs = _method_options(name, options)
+        if name == "spatial":
             kwargs["centers"] = source.centers
-        split = SPLIT_METHODS[str(method)](keys, source.shares, seed=seed, val_fraction=val_fraction, **kwargs)
+        split = SPLIT_METHODS[name](keys, source.shares, seed=seed, val_fraction=val_fraction, **kwargs)
     else:
-        path = Path(method)
+        path = Path(str(method))
         if not path.is_file():
-            raise SplitError(f"split {str(method)!r} is neither a method (official, {', '.join(SPLIT_METHODS)}) "
+            raise SplitError(f"split {name!r} is neither a method (official, {', '.join(SPLIT_METHODS)}) "
                              "nor an existing CSV file")
-        split, _ = read_split_csv(path.read_text(encoding="utf-8"), str(path), keys)
+        _method_options_none(name, options)
+        split, unmatched = read_split_csv(read_text(path), str(path), keys)
+        if unmatched:
+            logger.warning("%s: %d names match no usable patch, e.g. %s", path, len(unmatched), unmatched[0])
         if "val" not in split.values():
-            split = carve_validation(split, source.shares, val_fraction, seed)
-    unknown = set(split) - set(keys)
-    if unknown:
-        raise SplitError(f"split names {len(unknown)} patches that are not in {source.path}, e.g. {sorted(unknown)[0]}")
+            split = carve_validation(split, source.shares, val_fraction, seed, keys=keys)
+    left_out = len(keys) - len(split)
+    if left_out:
+        logger.info("split %s leaves out %d of %d usable patches", name or "mapping", left_out, len(keys))
     return split
+
+
+def _method_options_none(name: str | None, options: Mapping[str, Any]) -> None:
+    given = sorted(k for k, v in options.items() if v is not None)
+    if given:
+        raise ConfigError(f"split {name!r} takes no option {', '.join(given)} (only the generated methods "
+                          f"{', '.join(SPLIT_METHODS)} do)")
+
+
+def export_split(
+    root: str | Path | PatchSource,
+    out: str | Path,
+    method: str | Path = "official",
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    splits_dir: str | Path | None = None,
+    **options: Any,
+) -> tuple[dict[str, str], dict[int, dict[str, int]]]:
+    """Resolve a split of a dataset and write it as a CSV in the official format, plus ``val``.
+
+    The CSV (``patch_name,class_percentage,bin,split``, names are patch ids such as
+    ``GH_0001_2016``) reads back with ``splits=out`` to exactly the same split.
+
+    Returns:
+        (patch id -> split, counts per year and split from :func:`~smallmines.data.splits.summarize`).
+    """
+    source = root if isinstance(root, PatchSource) else PatchSource(root, splits_dir)
+    split = resolve_split(source, method, seed, val_fraction, **options)
+    write_split_csv(out, split, source.shares)
+    keys = dict(zip(source.ids, source.keys, strict=True))
+    return split, summarize(split, keys)
 
 
 def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -160,8 +292,12 @@ class SmallMinesDS(Dataset):
         splits_dir: folder holding ``train_test_splits_{YEAR}.csv`` when not beside the data.
         transforms: callable applied to the sample dict last.
 
+    Patches that cannot be used (corrupt file, wrong format, no valid pixel) are left out with a
+    logged warning; ``self.source.bad`` says why, and ``smallmines data check`` reports them all.
+
     Raises:
-        ValueError: for an unknown split name; BandError, SplitError, DatasetNotFoundError as named.
+        ConfigError: (a ValueError) for an unknown split name, naming the valid ones.
+        BandError, SplitError, DatasetNotFoundError: as their names say.
     """
 
     rgb_bands = RGB_BANDS
@@ -185,12 +321,13 @@ class SmallMinesDS(Dataset):
         self.source = root if isinstance(root, PatchSource) else PatchSource(root, splits_dir)
         self.channels = parse_bands(bands)
         self.split = split
+        usable = self.source.usable
         if split is None:
-            chosen = list(range(len(self.source)))
+            chosen = usable
             self.assignment: dict[str, str] = {}
         else:
             self.assignment = resolve_split(self.source, splits, seed, val_fraction)
-            chosen = [i for i, pid in enumerate(self.source.ids) if self.assignment.get(pid) == split]
+            chosen = [i for i in usable if self.assignment.get(self.source.ids[i]) == split]
         if years is not None:
             wanted = {int(y) for y in years}
             chosen = [i for i in chosen if self.source.keys[i].year in wanted]
@@ -207,6 +344,7 @@ class SmallMinesDS(Dataset):
 
     @property
     def ids(self) -> list[str]:
+        """Patch ids of this dataset, in sample order."""
         return [self.source.ids[i] for i in self.indices]
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -234,11 +372,22 @@ class SmallMinesDS(Dataset):
         }
         return self.transforms(sample) if self.transforms else sample
 
-    def compute_stats(self) -> BandStats:
-        """Statistics of this dataset's channels in raw units (call it on the training split)."""
+    def compute_stats(self, progress: Callable[[int, int], None] | None = None) -> BandStats:
+        """Statistics of this dataset's channels in raw units (call it on the training split).
+
+        Nodata pixels (NaN in any input of a channel) are left out. ``progress(done, total)`` is
+        called after every patch.
+
+        Raises:
+            DataFormatError: when the dataset is empty or a channel has no valid pixel.
+        """
+        if not len(self):
+            raise DataFormatError(self.source.path, f"split {self.split!r} holds no patch to compute statistics on")
         running = RunningStats(self.channels)
         for i in range(len(self)):
             running.update(self.raw(i)[0])
+            if progress:
+                progress(i + 1, len(self))
         return running.result(f"{self.source.path} split={self.split} n={len(self)}")
 
     def plot(self, sample: dict[str, Any], show_titles: bool = True, suptitle: str | None = None):
@@ -250,17 +399,18 @@ class SmallMinesDS(Dataset):
         Raises:
             BandError: the selection lacks red, green or blue.
         """
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         if not all(b in self.channels for b in self.rgb_bands):
             raise BandError(f"plot needs {self.rgb_bands}; this dataset has {self.channels}")
-        rgb = sample["image"][[self.channels.index(b) for b in self.rgb_bands]].numpy().transpose(1, 2, 0)
+        rgb = np.asarray(sample["image"])[[self.channels.index(b) for b in self.rgb_bands]].transpose(1, 2, 0)
         lo, hi = np.percentile(rgb, (2, 98))
         rgb = np.clip((rgb - lo) / max(hi - lo, 1e-6), 0, 1)
-        panels = [("Image", rgb, {}), ("Mask", sample["mask"].numpy(), {"vmin": 0, "vmax": 1, "cmap": "magma"})]
+        panels = [("Image", rgb, {}), ("Mask", np.asarray(sample["mask"]), {"vmin": 0, "vmax": 1, "cmap": "magma"})]
         if "prediction" in sample:
             panels.append(("Prediction", np.asarray(sample["prediction"]), {"vmin": 0, "vmax": 1, "cmap": "magma"}))
-        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
+        fig = Figure(figsize=(4 * len(panels), 4), layout="constrained")
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
         for ax, (title, data, kw) in zip(axes, panels, strict=True):
             if data.ndim == 2:
                 data = np.ma.masked_equal(data, IGNORE_INDEX)

@@ -7,11 +7,17 @@ downstream can mistake it for a reflectance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import rasterio
 from rasterio.errors import RasterioError
+
+try:  # GDAL errors that rasterio does not wrap (private module; absent in some versions)
+    from rasterio._err import CPLE_BaseError
+except ImportError:  # pragma: no cover
+    CPLE_BaseError = RasterioError
 
 from smallmines.bands import IMAGE_NODATA, MASK_NODATA, NUM_BANDS
 from smallmines.data.layout import PatchRef
@@ -34,29 +40,69 @@ class RasterInfo:
     nodata: float | None
 
 
+def _describe(exc: BaseException) -> str:
+    """GDAL's message, with the cause rasterio chains behind "See previous exception"."""
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text} {cause}"
+    return text
+
+
 def _open(path: str) -> rasterio.DatasetReader:
     try:
         return rasterio.open(path)
-    except RasterioError as exc:
-        raise CorruptFileError(path, f"cannot be opened as a GeoTIFF ({exc})") from exc
+    except (RasterioError, CPLE_BaseError) as exc:
+        raise CorruptFileError(path, f"cannot be opened as a GeoTIFF ({_describe(exc)})") from exc
+
+
+def _info(src: rasterio.DatasetReader) -> RasterInfo:
+    crs = src.crs.to_string() if src.crs else None
+    return RasterInfo(src.count, src.height, src.width, src.dtypes[0], crs, tuple(src.bounds), src.nodata)
 
 
 def read_info(path: str) -> RasterInfo:
-    """Header of a raster (band count, shape, dtype, CRS, bounds) without reading pixels."""
+    """Header of a raster (band count, shape, dtype, CRS, bounds) without reading pixels.
+
+    Raises:
+        CorruptFileError: the file cannot be opened as a raster.
+    """
     with _open(path) as src:
-        crs = src.crs.to_string() if src.crs else None
-        return RasterInfo(src.count, src.height, src.width, src.dtypes[0], crs, tuple(src.bounds), src.nodata)
+        return _info(src)
 
 
-def _read(path: str) -> tuple[np.ndarray, RasterInfo]:
+def _read(path: str, check: Callable[[RasterInfo], None]) -> tuple[np.ndarray, RasterInfo]:
+    """Open, check the header (before any pixel is decoded), then read every band."""
     with _open(path) as src:
-        crs = src.crs.to_string() if src.crs else None
-        info = RasterInfo(src.count, src.height, src.width, src.dtypes[0], crs, tuple(src.bounds), src.nodata)
+        info = _info(src)
+        check(info)
         try:
             data = src.read()
-        except RasterioError as exc:
-            raise CorruptFileError(path, f"pixel data cannot be decoded ({exc})") from exc
+        except (RasterioError, CPLE_BaseError) as exc:
+            raise CorruptFileError(path, f"pixel data cannot be decoded, the file is probably truncated "
+                                         f"({_describe(exc)})") from exc
     return data, info
+
+
+def _check_shape(path: str, info: RasterInfo, bands: int, size: int, what: str) -> None:
+    if info.count != bands:
+        raise DataFormatError(path, f"has {info.count} bands, expected {bands} ({what})")
+    if (info.height, info.width) != (size, size):
+        raise DataFormatError(path, f"is {info.height} x {info.width} pixels, expected {size} x {size}")
+
+
+def load_image(path: str, size: int = PATCH_SIZE) -> tuple[np.ndarray, RasterInfo]:
+    """Like :func:`read_image`, also returning the header (CRS, bounds) read in the same open."""
+
+    def check(info: RasterInfo) -> None:
+        _check_shape(path, info, NUM_BANDS, size, "S2 x10, S1 x2, DEM")
+        if info.dtype != "float32":
+            raise DataFormatError(path, f"has dtype {info.dtype}, expected float32")
+
+    data, info = _read(path, check)
+    if not np.isfinite(data).all():
+        raise DataFormatError(path, "holds NaN or infinite values; nodata must be stored as -9999")
+    return np.where(data == IMAGE_NODATA, np.float32(np.nan), data), info
 
 
 def read_image(path: str, size: int = PATCH_SIZE) -> np.ndarray:
@@ -66,16 +112,20 @@ def read_image(path: str, size: int = PATCH_SIZE) -> np.ndarray:
         DataFormatError: wrong band count, shape or dtype, or NaN/inf stored as data.
         CorruptFileError: the file cannot be opened or decoded.
     """
-    data, info = _read(path)
-    if info.count != NUM_BANDS:
-        raise DataFormatError(path, f"has {info.count} bands, expected {NUM_BANDS} (S2 x10, S1 x2, DEM)")
-    if (info.height, info.width) != (size, size):
-        raise DataFormatError(path, f"is {info.height} x {info.width} pixels, expected {size} x {size}")
-    if info.dtype != "float32":
-        raise DataFormatError(path, f"has dtype {info.dtype}, expected float32")
-    if not np.isfinite(data).all():
-        raise DataFormatError(path, "holds NaN or infinite values; nodata must be stored as -9999")
-    return np.where(data == IMAGE_NODATA, np.float32(np.nan), data)
+    return load_image(path, size)[0]
+
+
+def load_mask(path: str, size: int = PATCH_SIZE) -> tuple[np.ndarray, RasterInfo]:
+    """Like :func:`read_mask`, also returning the header (CRS, bounds) read in the same open."""
+    data, info = _read(path, lambda info: _check_shape(path, info, 1, size, "the mining mask"))
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.array_equal(data, np.round(data)):
+            raise DataFormatError(path, f"has non-integer values (dtype {info.dtype}); expected 0, 1 or 255")
+    bad = np.setdiff1d(np.unique(data), MASK_VALUES)
+    if bad.size:
+        shown = ", ".join(str(v) for v in bad[:5].tolist())
+        raise DataFormatError(path, f"has values {shown} outside {{0 = not mining, 1 = mining, 255 = nodata}}")
+    return data[0].astype(np.uint8), info
 
 
 def read_mask(path: str, size: int = PATCH_SIZE) -> np.ndarray:
@@ -85,19 +135,12 @@ def read_mask(path: str, size: int = PATCH_SIZE) -> np.ndarray:
         DataFormatError: wrong band count, shape or dtype, or values outside {0, 1, 255}.
         CorruptFileError: the file cannot be opened or decoded.
     """
-    data, info = _read(path)
-    if info.count != 1:
-        raise DataFormatError(path, f"has {info.count} bands, expected 1")
-    if (info.height, info.width) != (size, size):
-        raise DataFormatError(path, f"is {info.height} x {info.width} pixels, expected {size} x {size}")
-    if not np.issubdtype(data.dtype, np.integer):
-        if not np.array_equal(data, np.round(data)):
-            raise DataFormatError(path, f"has non-integer values (dtype {info.dtype}); expected 0, 1 or 255")
-    bad = np.setdiff1d(np.unique(data), MASK_VALUES)
-    if bad.size:
-        shown = ", ".join(str(v) for v in bad[:5].tolist())
-        raise DataFormatError(path, f"has values {shown} outside {{0 = not mining, 1 = mining, 255 = nodata}}")
-    return data[0].astype(np.uint8)
+    return load_mask(path, size)[0]
+
+
+def merge_nodata(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The mask with 255 wherever any image band is NaN (nodata)."""
+    return np.where(np.isnan(image).any(axis=0), np.uint8(MASK_NODATA), mask)
 
 
 def read_patch(ref: PatchRef, size: int = PATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -110,9 +153,7 @@ def read_patch(ref: PatchRef, size: int = PATCH_SIZE) -> tuple[np.ndarray, np.nd
         DataFormatError: a file fails a check, or the patch has no valid pixel at all.
     """
     image = read_image(ref.image, size)
-    mask = read_mask(ref.mask, size)
-    invalid = np.isnan(image).any(axis=0)
-    mask = np.where(invalid, np.uint8(MASK_NODATA), mask)
+    mask = merge_nodata(image, read_mask(ref.mask, size))
     if (mask == MASK_NODATA).all():
         raise DataFormatError(ref.image, "every pixel is nodata (-9999 in the image or 255 in the mask)")
     return image, mask

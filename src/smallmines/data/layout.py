@@ -14,6 +14,7 @@ partner are reported as orphans, never silently dropped. A zip is read in place 
 
 from __future__ import annotations
 
+import logging
 import re
 import zipfile
 from collections.abc import Iterable
@@ -22,8 +23,11 @@ from pathlib import Path, PurePosixPath
 
 from smallmines.errors import CorruptFileError, DatasetNotFoundError
 
+logger = logging.getLogger(__name__)
+
 DATASET_DIR = "SmallMinesDS"
 SPLITS_DIR = "data_splits"
+SPLIT_FILE = re.compile(r"train_test_splits_(\d{4})\.csv", re.IGNORECASE)
 _NAME = re.compile(
     r"^(?P<kind>IMG|MASK)_(?:(?P<country>[A-Za-z]{2,3})_)?(?P<tile>\d+)_(?P<year>\d{4})\.tiff?$",
     re.IGNORECASE,
@@ -90,16 +94,30 @@ class PatchRef:
 
     @property
     def id(self) -> str:
+        """Patch id, ``GH_0001_2016``."""
         return self.key.id
 
     @property
     def year(self) -> int:
+        """Acquisition year."""
         return self.key.year
 
 
 @dataclass
 class DatasetLayout:
-    """What :func:`discover` found at a path."""
+    """What :func:`discover` found at a path.
+
+    Attributes:
+        root: the path given to :func:`discover`.
+        is_zip: whether ``root`` is a zip archive (read in place through ``/vsizip/``).
+        patches: image/mask pairs, sorted by year, country and tile number.
+        orphans: images without a mask and masks without an image (GDAL paths).
+        split_files: year -> official split CSV found inside the dataset.
+        ignored: ``.tif`` files whose names are not SmallMinesDS patch names.
+        duplicates: patch files shadowed by another file with the same (kind, country, tile, year),
+            e.g. ``.tif`` beside ``.tiff`` or a second copy in another folder; the first in sorted
+            order is used.
+    """
 
     root: Path
     is_zip: bool
@@ -107,12 +125,15 @@ class DatasetLayout:
     orphans: list[str] = field(default_factory=list)
     split_files: dict[int, str] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
 
     @property
     def years(self) -> list[int]:
+        """Years that have at least one complete patch, sorted."""
         return sorted({p.year for p in self.patches})
 
     def by_id(self) -> dict[str, PatchRef]:
+        """Patches by id."""
         return {p.id: p for p in self.patches}
 
 
@@ -121,14 +142,22 @@ def _gdal_path(root: Path, member: str, is_zip: bool) -> str:
 
 
 def _list_members(root: Path) -> tuple[list[str], bool]:
-    """Relative POSIX paths of every file under ``root`` (a folder or a zip)."""
+    """Relative POSIX paths of every file under ``root`` (a folder or a zip), sorted."""
     if root.is_file():
         try:
             with zipfile.ZipFile(root) as archive:
-                return [n for n in archive.namelist() if not n.endswith("/")], True
-        except zipfile.BadZipFile as exc:
-            raise CorruptFileError(root, f"not a readable zip archive ({exc})") from exc
+                return sorted(n for n in archive.namelist() if not n.endswith("/")), True
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CorruptFileError(
+                root, f"is not a readable zip archive ({exc}); give SmallMinesDS.zip, the folder that holds "
+                "SmallMinesDS/, or a .smpack file"
+            ) from exc
     return [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()], False
+
+
+def _sort_key(ref: PatchRef) -> tuple[int, str, int, str]:
+    """Year, country, then tile by number (``0009`` before ``0010`` before ``10000``)."""
+    return ref.key.year, ref.key.country, int(ref.key.tile), ref.key.tile
 
 
 def discover(path: str | Path) -> DatasetLayout:
@@ -155,41 +184,77 @@ def discover(path: str | Path) -> DatasetLayout:
     masks: dict[PatchKey, str] = {}
     splits: dict[int, str] = {}
     ignored: list[str] = []
+    duplicates: list[str] = []
     for member in members:
         posix = PurePosixPath(member)
-        split_match = re.fullmatch(r"train_test_splits_(\d{4})\.csv", posix.name)
+        if posix.name.startswith(".") or "__MACOSX" in posix.parts:  # macOS resource forks, hidden files
+            continue
+        split_match = SPLIT_FILE.fullmatch(posix.name)
         if split_match:
-            splits[int(split_match[1])] = _gdal_path(root, member, is_zip)
+            splits.setdefault(int(split_match[1]), _gdal_path(root, member, is_zip))
             continue
         parsed = parse_name(posix.name)
         if parsed is None:
             if posix.suffix.lower() in {".tif", ".tiff"}:
-                ignored.append(member)
+                ignored.append(_gdal_path(root, member, is_zip))
             continue
         kind, key = parsed
         target = images if kind == "IMG" else masks
+        if key in target:
+            duplicates.append(_gdal_path(root, member, is_zip))
+            continue
         target[key] = _gdal_path(root, member, is_zip)
     if not images and not masks:
+        zips = sorted(root.glob("*.zip")) if root.is_dir() else []
+        hint = f"; did you mean {zips[0]}?" if zips else ""
         raise DatasetNotFoundError(
             f"{root}: no SmallMinesDS patches found (expected SmallMinesDS/YEAR/IMAGE/IMG_GH_TTTT_YYYY.tif "
-            "and SmallMinesDS/YEAR/MASK/MASK_GH_TTTT_YYYY.tif)"
+            f"and SmallMinesDS/YEAR/MASK/MASK_GH_TTTT_YYYY.tif){hint}"
         )
-    patches = [PatchRef(k, images[k], masks[k]) for k in sorted(images.keys() & masks.keys())]
-    orphans = [images[k] for k in sorted(images.keys() - masks.keys())]
-    orphans += [masks[k] for k in sorted(masks.keys() - images.keys())]
-    patches.sort(key=lambda p: (p.key.year, p.key.country, p.key.tile))
-    return DatasetLayout(root, is_zip, patches, orphans, splits, ignored)
+    patches = [PatchRef(k, images[k], masks[k]) for k in images.keys() & masks.keys()]
+    patches.sort(key=_sort_key)
+    orphans = sorted(images[k] for k in images.keys() - masks.keys())
+    orphans += sorted(masks[k] for k in masks.keys() - images.keys())
+    if orphans:
+        logger.warning("%s: %d patch files have no partner (image without mask or mask without image), "
+                       "e.g. %s", root, len(orphans), orphans[0])
+    logger.debug("%s: %d patches, years %s, %d split files", root, len(patches),
+                 sorted({p.year for p in patches}), len(splits))
+    return DatasetLayout(root, is_zip, patches, orphans, splits, ignored, duplicates)
+
+
+def _split_vsizip(location: str) -> tuple[Path, str]:
+    """``/vsizip//data/x.zip/a/b.csv`` -> (``/data/x.zip``, ``a/b.csv``): the longest prefix that is a file."""
+    parts = PurePosixPath(location[len("/vsizip/") :]).parts
+    for cut in range(len(parts) - 1, 0, -1):
+        archive = Path(*parts[:cut])
+        if archive.is_file():
+            return archive, "/".join(parts[cut:])
+    raise DatasetNotFoundError(f"{location}: no zip archive found in this path")
 
 
 def read_text(location: str | Path) -> str:
-    """Read a small text file (a split CSV) from disk or from inside a zip (``/vsizip/ZIP/member``)."""
+    """Read a small text file (a split CSV) from disk or from inside a zip (``/vsizip/ZIP/member``).
+
+    A UTF-8 byte-order mark (spreadsheet exports) is dropped.
+
+    Raises:
+        DatasetNotFoundError: the file (or the zip member) does not exist.
+        CorruptFileError: the file cannot be read or decoded as UTF-8 text.
+    """
     location = str(location)
-    if location.startswith("/vsizip/"):
-        inner = location[len("/vsizip/") :]
-        archive_path, _, member = inner.partition(".zip/")
-        with zipfile.ZipFile(archive_path + ".zip") as archive:
-            return archive.read(member).decode("utf-8")
-    return Path(location).read_text(encoding="utf-8")
+    try:
+        if location.startswith("/vsizip/"):
+            archive_path, member = _split_vsizip(location)
+            with zipfile.ZipFile(archive_path) as archive:
+                raw = archive.read(member)
+        else:
+            raw = Path(location).read_bytes()
+        return raw.decode("utf-8-sig")
+    except (FileNotFoundError, KeyError) as exc:
+        raise DatasetNotFoundError(f"{location}: no such file") from exc
+    except (OSError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+        raise CorruptFileError(location, f"cannot be read as UTF-8 text ({exc})") from exc
 
 
 def find_split_files(layout: DatasetLayout, extra_dirs: Iterable[str | Path] = ()) -> dict[int, str]:
@@ -199,7 +264,8 @@ def find_split_files(layout: DatasetLayout, extra_dirs: Iterable[str | Path] = (
     base = layout.root.parent if layout.is_zip else layout.root
     candidates += [base / SPLITS_DIR, base.parent / SPLITS_DIR]
     for folder in candidates:
-        for csv in sorted(folder.glob("train_test_splits_*.csv")) if folder.is_dir() else []:
-            year = int(csv.stem.rsplit("_", 1)[1])
-            found.setdefault(year, str(csv))
+        for csv in sorted(folder.iterdir()) if folder.is_dir() else []:
+            match = SPLIT_FILE.fullmatch(csv.name)
+            if match and csv.is_file():
+                found.setdefault(int(match[1]), str(csv))
     return found

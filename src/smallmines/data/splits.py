@@ -18,14 +18,15 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from smallmines.data.layout import DatasetLayout, PatchKey, find_split_files, parse_name, read_text
-from smallmines.errors import SplitError
+from smallmines.data.layout import DatasetLayout, PatchKey, find_split_files, read_text
+from smallmines.errors import ConfigError, SplitError
 
 SPLIT_NAMES = ("train", "val", "test")
 BIN_EDGES = (0.0, 1.0, 5.0, 10.0, 25.0, 50.0)
@@ -61,6 +62,12 @@ def _stratified_take(items: Sequence[str], strata: Mapping[str, int], fraction: 
     return taken
 
 
+def _check_fractions(test_fraction: float, val_fraction: float) -> None:
+    if not (0 <= test_fraction < 1 and 0 <= val_fraction < 1 and test_fraction + val_fraction < 1):
+        raise ConfigError(f"test fraction {test_fraction} and validation fraction {val_fraction} must each be "
+                          "in [0, 1) and sum to less than 1, so that something is left to train on")
+
+
 def _sites(ids: Mapping[str, PatchKey]) -> dict[str, list[str]]:
     sites: dict[str, list[str]] = defaultdict(list)
     for pid, key in ids.items():
@@ -68,8 +75,24 @@ def _sites(ids: Mapping[str, PatchKey]) -> dict[str, list[str]]:
     return sites
 
 
-def _site_strata(sites: Mapping[str, list[str]], shares: Mapping[str, float]) -> dict[str, int]:
-    return {site: share_bin(max(shares.get(p, 0.0) for p in pids)) for site, pids in sites.items()}
+def _group_split(
+    groups: Mapping[str, Sequence[str]],
+    shares: Mapping[str, float],
+    seed: int,
+    test_fraction: float,
+    val_fraction: float,
+) -> dict[str, str]:
+    """Assign whole groups (sites or blocks) to test, val and train, stratified on their largest share."""
+    _check_fractions(test_fraction, val_fraction)
+    strata = {g: share_bin(max(shares.get(p, 0.0) for p in pids)) for g, pids in groups.items()}
+    test = _stratified_take(list(groups), strata, test_fraction, seed)
+    rest = [g for g in groups if g not in test]
+    val = _stratified_take(rest, strata, val_fraction / (1 - test_fraction), seed + 1)
+    out = {}
+    for group, pids in groups.items():
+        name = "test" if group in test else "val" if group in val else "train"
+        out.update(dict.fromkeys(pids, name))
+    return out
 
 
 def random_split(
@@ -79,17 +102,12 @@ def random_split(
     test_fraction: float = 0.2,
     val_fraction: float = 0.1,
 ) -> dict[str, str]:
-    """Stratified random split by site: all years of a tile land in the same split."""
-    sites = _sites(keys)
-    strata = _site_strata(sites, shares)
-    test_sites = _stratified_take(list(sites), strata, test_fraction, seed)
-    rest = [s for s in sites if s not in test_sites]
-    val_sites = _stratified_take(rest, strata, val_fraction / max(1e-9, 1 - test_fraction), seed + 1)
-    out = {}
-    for site, pids in sites.items():
-        name = "test" if site in test_sites else "val" if site in val_sites else "train"
-        out.update({p: name for p in pids})
-    return out
+    """Stratified random split by site: all years of a tile land in the same split.
+
+    Sites are stratified on their largest mining share (:func:`share_bin`), so each split gets
+    its share of heavily mined places. The result depends only on the patch ids, shares and seed.
+    """
+    return _group_split(_sites(keys), shares, seed, test_fraction, val_fraction)
 
 
 def year_split(
@@ -100,13 +118,20 @@ def year_split(
     test_years: Iterable[int] = (2022,),
     val_fraction: float = 0.1,
 ) -> dict[str, str]:
-    """Train on some years, test on others (temporal transfer); validation carved from train."""
-    train_years, test_years = set(train_years), set(test_years)
+    """Train on some years, test on others (temporal transfer); validation carved from train by site.
+
+    By design a site trained on in one year is tested in another; patches of other years are left
+    out. Validation takes whole sites of the training years.
+    """
+    train_years, test_years = {int(y) for y in train_years}, {int(y) for y in test_years}
     if train_years & test_years:
         raise SplitError(f"years {sorted(train_years & test_years)} are in both train and test")
     out = {p: "train" if k.year in train_years else "test" for p, k in keys.items()
            if k.year in train_years | test_years}
-    return carve_validation(out, shares, val_fraction, seed)
+    if not out:
+        present = sorted({k.year for k in keys.values()})
+        raise SplitError(f"no patch of years {sorted(train_years | test_years)}; the dataset has {present}")
+    return carve_validation(out, shares, val_fraction, seed, keys=keys)
 
 
 def spatial_split(
@@ -121,51 +146,84 @@ def spatial_split(
     """Spatially blocked split: tiles grouped in square blocks of ``block_size`` metres.
 
     Whole blocks go to one split, so neighbouring tiles (which share mining sites and streams)
-    never leak between train and test. Blocks are stratified on their largest mining share.
+    never leak between train and test. Blocks are stratified on their largest mining share. A
+    site is placed by the mean centre of its patches, so its years always share a block.
 
     Args:
         centers: patch id -> (x, y) of the tile centre in a projected CRS (metres).
     """
+    if not block_size > 0:
+        raise ConfigError(f"block size {block_size} m must be positive")
     missing = [p for p in keys if p not in centers]
     if missing:
         raise SplitError(f"no footprint for {len(missing)} patches, e.g. {missing[0]}")
     blocks: dict[str, list[str]] = defaultdict(list)
-    for pid in keys:
-        x, y = centers[pid]
-        blocks[f"{int(x // block_size)}_{int(y // block_size)}"].append(pid)
-    strata = {b: share_bin(max(shares.get(p, 0.0) for p in pids)) for b, pids in blocks.items()}
-    test_blocks = _stratified_take(list(blocks), strata, test_fraction, seed)
-    rest = [b for b in blocks if b not in test_blocks]
-    val_blocks = _stratified_take(rest, strata, val_fraction / max(1e-9, 1 - test_fraction), seed + 1)
-    out = {}
-    for block, pids in blocks.items():
-        name = "test" if block in test_blocks else "val" if block in val_blocks else "train"
-        out.update({p: name for p in pids})
-    return out
+    for _site, pids in sorted(_sites(keys).items()):
+        x = float(np.mean([centers[p][0] for p in pids]))
+        y = float(np.mean([centers[p][1] for p in pids]))
+        blocks[block_id(x, y, block_size)].extend(pids)
+    return _group_split(blocks, shares, seed, test_fraction, val_fraction)
+
+
+def block_id(x: float, y: float, block_size: float) -> str:
+    """Name of the ``block_size`` square holding point (x, y): ``"col_row"`` (floor division)."""
+    return f"{int(np.floor(x / block_size))}_{int(np.floor(y / block_size))}"
 
 
 def carve_validation(
-    split: Mapping[str, str], shares: Mapping[str, float], fraction: float = 0.1, seed: int = 0
+    split: Mapping[str, str],
+    shares: Mapping[str, float],
+    fraction: float = 0.1,
+    seed: int = 0,
+    keys: Mapping[str, PatchKey] | None = None,
 ) -> dict[str, str]:
-    """Move ``fraction`` of the train patches (stratified on mining share) to ``val``; test untouched."""
+    """Move ``fraction`` of the train patches (stratified on mining share) to ``val``; test untouched.
+
+    Args:
+        keys: patch id -> key; when given, whole sites move together (every train patch of a site
+            goes to validation or none does), so validation never scores a place seen in training.
+    """
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"validation fraction {fraction} must be in [0, 1)")
     out = dict(split)
     if fraction <= 0:
         return out
     train = [p for p, s in split.items() if s == "train"]
-    strata = {p: share_bin(shares.get(p, 0.0)) for p in train}
-    for pid in _stratified_take(train, strata, fraction, seed):
-        out[pid] = "val"
+    if keys is None:
+        groups = {p: [p] for p in train}
+    else:
+        groups = _sites({p: keys[p] for p in train})
+    strata = {g: share_bin(max(shares.get(p, 0.0) for p in pids)) for g, pids in groups.items()}
+    for group in _stratified_take(list(groups), strata, fraction, seed):
+        out.update(dict.fromkeys(groups[group], "val"))
     return out
 
 
-def _key_of_name(name: str, known: Mapping[tuple[str, int], list[PatchKey]]) -> PatchKey | None:
-    parsed = parse_name(name.strip() if name.lower().endswith((".tif", ".tiff")) else f"{name.strip()}.tif")
-    if parsed is None:
+_SPLIT_NAME = re.compile(
+    r"^(?:(?:IMG|MASK)_)?(?:(?P<country>[A-Za-z]{2,3})_)?(?P<tile>\d+)_(?P<year>\d{4})(?:\.tiff?)?$",
+    re.IGNORECASE,
+)
+
+
+def parse_patch_name(name: str) -> PatchKey | None:
+    """Key of a ``patch_name`` in a split file; None when it is not a patch name.
+
+    Accepts image or mask names, with or without country code and extension: ``IMG_GH_0001_2016.tif``,
+    ``MASK_0001_2016``, ``GH_0001_2016`` (a patch id) and ``0001_2016``. A path is reduced to its name.
+    """
+    match = _SPLIT_NAME.match(PurePosixPath(name.strip().replace("\\", "/")).name)
+    if match is None:
         return None
-    _, key = parsed
-    candidates = known.get((key.tile, key.year), [])
+    return PatchKey(match["tile"], int(match["year"]), (match["country"] or "").upper())
+
+
+def _key_of_name(name: str, known: Mapping[tuple[int, int], list[PatchKey]]) -> PatchKey | None:
+    key = parse_patch_name(name)
+    if key is None:
+        return None
+    candidates = known.get((int(key.tile), key.year), [])
     if key.country:
-        candidates = [c for c in candidates if c.country in ("", key.country)] or []
+        candidates = [c for c in candidates if c.country in ("", key.country)]
     return candidates[0] if len(candidates) == 1 else None
 
 
@@ -180,9 +238,9 @@ def read_split_csv(text: str, source: str, keys: Mapping[str, PatchKey]) -> tupl
     if not {"patch_name", "split"} <= columns:
         raise SplitError(f"{source}: columns {sorted(columns)}; expected at least patch_name and split "
                          f"(official: {', '.join(CSV_COLUMNS)})")
-    known: dict[tuple[str, int], list[PatchKey]] = defaultdict(list)
+    known: dict[tuple[int, int], list[PatchKey]] = defaultdict(list)
     for key in keys.values():
-        known[(key.tile, key.year)].append(key)
+        known[(int(key.tile), key.year)].append(key)
     out: dict[str, str] = {}
     unmatched: list[str] = []
     for line, row in enumerate(reader, start=2):
@@ -190,9 +248,13 @@ def read_split_csv(text: str, source: str, keys: Mapping[str, PatchKey]) -> tupl
         split = {"validation": "val", "valid": "val"}.get(split, split)
         if split not in SPLIT_NAMES:
             raise SplitError(f"{source}, line {line}: split {row.get('split')!r}; expected one of {SPLIT_NAMES}")
-        key = _key_of_name(row["patch_name"], known)
+        name = (row.get("patch_name") or "").strip()
+        key = _key_of_name(name, known)
         if key is None:
-            unmatched.append(row["patch_name"])
+            unmatched.append(name)
+        elif out.get(key.id, split) != split:
+            raise SplitError(f"{source}, line {line}: {name} is in {split!r} here and in {out[key.id]!r} "
+                             "on an earlier line; a patch belongs to one split")
         else:
             out[key.id] = split
     return out, unmatched
@@ -222,7 +284,8 @@ def official_split(
             raise SplitError(
                 f"no split file train_test_splits_{year}.csv for {layout.root} (looked in the dataset, in "
                 f"data_splits/ beside it{' and in ' + str(splits_dir) if splits_dir else ''}); "
-                "pass --splits DIR or choose another split method (random, year, spatial)"
+                "pass the folder that holds it (splits_dir=..., --splits-dir DIR) or choose another split "
+                "method (random, year, spatial)"
             )
         year_keys = {p: k for p, k in keys.items() if k.year == year}
         split, missing = read_split_csv(read_text(files[year]), files[year], year_keys)
@@ -277,7 +340,7 @@ SPLIT_METHODS: dict[str, Callable[..., dict[str, str]]] = {
 
 
 def summarize(split: Mapping[str, str], keys: Mapping[str, PatchKey]) -> dict[int, dict[str, int]]:
-    """Counts per year and split name."""
+    """Counts per year and split name: ``{2016: {"train": n, "val": n, "test": n}, ...}``."""
     table: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SPLIT_NAMES, 0))
     for pid, name in split.items():
         table[keys[pid].year][name] += 1

@@ -51,12 +51,14 @@ class BandStats:
         return mean, std
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (lists, not tuples)."""
         out = asdict(self)
         out["channels"], out["mean"], out["std"] = list(self.channels), list(self.mean), list(self.std)
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BandStats:
+        """Parse :meth:`to_dict` output; ConfigError when a field is missing or malformed."""
         try:
             return cls(tuple(data["channels"]), tuple(map(float, data["mean"])), tuple(map(float, data["std"])),
                        int(data.get("count", 0)), str(data.get("source", "")), dict(data.get("extra", {})))
@@ -74,6 +76,7 @@ class BandStats:
 
     @classmethod
     def load(cls, path: str | Path) -> BandStats:
+        """Read statistics JSON; DataFormatError naming the file when it cannot be read."""
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as exc:
@@ -107,6 +110,7 @@ class RunningStats:
         self.s2 += (centred**2).sum(axis=1)
 
     def result(self, source: str = "") -> BandStats:
+        """Statistics so far; DataFormatError when a channel has no valid pixel."""
         if (self.n == 0).any():
             empty = [c for c, k in zip(self.channels, self.n, strict=True) if k == 0]
             raise DataFormatError(source or "statistics", f"no valid pixel for channels {empty}")

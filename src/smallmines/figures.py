@@ -1,0 +1,650 @@
+"""Static figures (matplotlib) and the one colour scheme shared by rasters, figures and reports.
+
+Every function returns a :class:`matplotlib.figure.Figure` without showing it; :func:`save_figure`
+writes PNG and PDF for papers. Figures are built on ``Figure`` objects, not ``pyplot``, so library
+code keeps no global figure state and runs headless.
+
+The colours (:data:`CHANGE_COLOURS`, :data:`MINING_COLOUR`, :data:`YEAR_COLOURS`,
+:data:`ERROR_COLOURS`) are the single source for the change raster's colour table, the web map and
+these figures: new mining is red, persistent mining gold, ceased mining blue, everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.colors import (
+    BoundaryNorm,
+    LinearSegmentedColormap,
+    ListedColormap,
+    TwoSlopeNorm,
+    to_rgba,
+)
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from smallmines.change import CHANGE_NODATA, CLASS_KEYS, ChangeClass
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    from rasterio.transform import Affine
+
+logger = logging.getLogger(__name__)
+
+CHANGE_COLOURS: dict[ChangeClass, str] = {
+    ChangeClass.NO_MINING: "#e6e6e6",
+    ChangeClass.NEW: "#e41a1c",
+    ChangeClass.PERSISTENT: "#ffc20a",
+    ChangeClass.CEASED: "#377eb8",
+}
+"""Change classes: no mining light grey (transparent on web maps), new red, persistent gold, ceased blue."""
+MINING_COLOUR = "#ffc20a"
+"""Mining in a single-date map or mask (the same gold as persistent mining)."""
+YEAR_COLOURS: tuple[str, str] = ("#9e4fa8", "#ff7f00")
+"""Mines of the first year (purple) and the second year (orange) when shown side by side."""
+ERROR_COLOURS: dict[str, str] = {"tp": "#ffffff", "fp": "#ff2bd6", "fn": "#00d5ff"}
+"""Prediction errors over a dimmed image: true positive white, false positive magenta, false negative cyan."""
+NODATA_COLOUR = "#8c8c8c"
+PROBABILITY_CMAP = "magma"
+GROWTH_CMAP = LinearSegmentedColormap.from_list(
+    "smallmines_growth", [CHANGE_COLOURS[ChangeClass.CEASED], "#f7f7f7", CHANGE_COLOURS[ChangeClass.NEW]]
+)
+"""Diverging colours of growth: blue where mining shrank, red where it grew (the change colours)."""
+
+_RC = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": False,
+    "legend.frameon": False,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "figure.dpi": 100,
+    "pdf.fonttype": 42,
+    "svg.fonttype": "none",
+}
+
+
+@contextmanager
+def style() -> Iterator[None]:
+    """The smallmines figure style (applied while figures are built)."""
+    with mpl.rc_context(_RC):
+        yield
+
+
+def hex_to_rgba(colour: str, alpha: float = 1.0) -> tuple[int, int, int, int]:
+    """``"#e41a1c"`` -> ``(228, 26, 28, 255)``."""
+    r, g, b, _ = to_rgba(colour)
+    return round(r * 255), round(g * 255), round(b * 255), round(alpha * 255)
+
+
+def change_cmap() -> tuple[ListedColormap, BoundaryNorm]:
+    """Colormap and norm that draw change codes 0-3 in the scheme's colours."""
+    cmap = ListedColormap([CHANGE_COLOURS[c] for c in ChangeClass])
+    cmap = cmap.with_extremes(bad=(0, 0, 0, 0))
+    return cmap, BoundaryNorm(np.arange(-0.5, len(ChangeClass) + 0.5), cmap.N)
+
+
+# --------------------------------------------------------------------------------------------
+# pure array helpers
+
+
+CHANGE_PRIORITY = np.array([1, 4, 2, 3], np.uint8)
+"""Rank of each change class when pixels are merged for display: new > ceased > persistent > none."""
+
+
+def downsample_classes(change: np.ndarray, factor: int) -> np.ndarray:
+    """Shrink a change raster by an integer factor, keeping the most important class of each block.
+
+    A small new mine stays visible on an overview instead of vanishing under nearest neighbour:
+    new mining wins over ceased, ceased over persistent, any class over no mining, and a block is
+    nodata only when all of it is.
+    """
+    if factor <= 1:
+        return change
+    h, w = (change.shape[0] // factor) * factor, (change.shape[1] // factor) * factor
+    rank = np.zeros(change.shape, np.uint8)
+    valid = change != CHANGE_NODATA
+    rank[valid] = CHANGE_PRIORITY[change[valid]]
+    blocks = rank[:h, :w].reshape(h // factor, factor, w // factor, factor).max(axis=(1, 3))
+    inverse = np.full(5, CHANGE_NODATA, np.uint8)
+    inverse[CHANGE_PRIORITY] = np.arange(len(CHANGE_PRIORITY), dtype=np.uint8)
+    return inverse[blocks]
+
+
+def rgb_stretch(rgb: np.ndarray, percentiles: tuple[float, float] = (2, 98), gamma: float = 1.0) -> np.ndarray:
+    """Stretch a ``(3, H, W)`` raw image (NaN nodata) to ``(H, W, 3)`` floats in 0-1.
+
+    One pair of percentiles over all three bands keeps the colour balance. NaN becomes 0 (black).
+    """
+    rgb = np.asarray(rgb, dtype=np.float32)
+    finite = rgb[np.isfinite(rgb)]
+    if finite.size == 0:
+        return np.zeros((*rgb.shape[1:], 3), np.float32)
+    lo, hi = np.percentile(finite, percentiles)
+    out = np.clip((rgb - lo) / max(hi - lo, 1e-6), 0, 1)
+    if gamma != 1.0:
+        out = out ** (1.0 / gamma)
+    out = np.where(np.isfinite(out), out, 0)
+    return np.moveaxis(out, 0, -1).astype(np.float32)
+
+
+def _mask_overlay(rgb: np.ndarray | None, mask: np.ndarray, colour: str = MINING_COLOUR) -> np.ndarray:
+    """RGB image dimmed to grey with mining pixels in ``colour`` and nodata in grey."""
+    h, w = mask.shape
+    base = np.full((h, w, 3), 0.12, np.float32) if rgb is None else 0.25 + 0.35 * rgb.mean(axis=2, keepdims=True)
+    out = np.broadcast_to(base, (h, w, 3)).copy()
+    out[mask == 1] = to_rgba(colour)[:3]
+    out[mask == CHANGE_NODATA] = to_rgba(NODATA_COLOUR)[:3]
+    return out
+
+
+def error_image(rgb: np.ndarray | None, truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """Errors over a dimmed image: TP white, FP magenta, FN cyan; nodata (truth 255) grey."""
+    h, w = truth.shape
+    base = np.full((h, w, 3), 0.1, np.float32) if rgb is None else 0.15 + 0.3 * rgb.mean(axis=2, keepdims=True)
+    out = np.broadcast_to(base, (h, w, 3)).copy()
+    valid = truth != CHANGE_NODATA
+    out[valid & (truth == 1) & (prediction == 1)] = to_rgba(ERROR_COLOURS["tp"])[:3]
+    out[valid & (truth == 0) & (prediction == 1)] = to_rgba(ERROR_COLOURS["fp"])[:3]
+    out[valid & (truth == 1) & (prediction != 1)] = to_rgba(ERROR_COLOURS["fn"])[:3]
+    out[~valid] = to_rgba(NODATA_COLOUR)[:3]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# saving
+
+
+def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 200) -> list[Path]:
+    """Save a figure as ``stem.png``, ``stem.pdf`` ... atomically; returns the paths written."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{fmt}", dir=path.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", facecolor="white")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        written.append(path)
+    logger.debug("figure written: %s", ", ".join(str(p) for p in written))
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# change figures
+
+
+def _fmt_ha(value: float | None, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    sign = "+" if signed else ""
+    return f"{value:{sign},.0f} ha" if abs(value) >= 100 else f"{value:{sign},.1f} ha"
+
+
+def _fmt_pct(value: float | None, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:+.1f} %" if signed else f"{value:.1f} %"
+
+
+def _scale_bar(ax: Any, extent_km: float) -> None:
+    """A round-length scale bar in the lower left (axes in km)."""
+    target = extent_km / 5
+    if target <= 0:
+        return
+    magnitude = 10 ** math.floor(math.log10(target))
+    length = max(s * magnitude for s in (1, 2, 5) if s * magnitude <= target) if target >= magnitude else magnitude
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    x, y = x0 + 0.05 * (x1 - x0), y0 + 0.06 * (y1 - y0)
+    ax.plot([x, x + length], [y, y], color="black", lw=3, solid_capstyle="butt")
+    ax.plot([x, x + length], [y, y], color="white", lw=1.2, solid_capstyle="butt")
+    label = f"{length:g} km" if length >= 1 else f"{length * 1000:g} m"
+    ax.text(x + length / 2, y + 0.02 * (y1 - y0), label, ha="center", va="bottom", fontsize=8,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7})
+
+
+def change_map_figure(
+    change: np.ndarray,
+    transform: Affine,
+    year_a: int,
+    year_b: int,
+    summary: Mapping[str, Any] | None = None,
+    max_pixels: int = 1600,
+) -> Figure:
+    """Map of the change classes with a legend (areas when ``summary`` is given) and a scale bar.
+
+    Args:
+        change: change codes (0-3, 255 nodata).
+        transform: affine transform of ``change`` (projected, metres).
+        year_a: first year.
+        year_b: second year.
+        summary: the ``summary`` of :func:`smallmines.change.compare_maps` (adds hectares to the legend).
+        max_pixels: larger rasters are reduced (keeping the most important class per block).
+    """
+    factor = max(1, math.ceil(max(change.shape) / max_pixels))
+    shown = downsample_classes(change, factor)
+    h, w = change.shape
+    left, top = transform.c / 1000, transform.f / 1000
+    right, bottom = left + w * transform.a / 1000, top + h * transform.e / 1000
+    cmap, norm = change_cmap()
+    with style():
+        aspect = h / max(w, 1)
+        fig = Figure(figsize=(7.2, max(3.5, min(9.0, 5.6 * aspect + 0.8))), layout="constrained")
+        ax = fig.add_subplot()
+        ax.set_facecolor("white")
+        ax.imshow(np.ma.masked_equal(shown, CHANGE_NODATA), cmap=cmap, norm=norm, interpolation="nearest",
+                  extent=(left, right, bottom, top))
+        ax.set_xlabel("Easting (km)")
+        ax.set_ylabel("Northing (km)")
+        ax.set_title(f"Mining change {year_a}\u2013{year_b}", loc="left")
+        handles = []
+        for c in (ChangeClass.NEW, ChangeClass.PERSISTENT, ChangeClass.CEASED, ChangeClass.NO_MINING):
+            label = c.label
+            if summary:
+                cls = summary["classes"][CLASS_KEYS[c]]
+                label = f"{label}  {_fmt_ha(cls['area_ha'])} ({_fmt_pct(cls['pct_valid'])})"
+            handles.append(Patch(facecolor=CHANGE_COLOURS[c], edgecolor="#555555", linewidth=0.4, label=label))
+        if (change == CHANGE_NODATA).any():
+            handles.append(Patch(facecolor="white", edgecolor="#555555", linewidth=0.4, label="nodata"))
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="class  area (% of valid)",
+                  title_fontsize=8, alignment="left")
+        if summary:
+            note = (f"net growth {_fmt_ha(summary.get('net_growth_ha'), True)} "
+                    f"({_fmt_pct(summary.get('net_growth_pct'), True)})\n"
+                    f"annual growth rate {_fmt_pct(summary.get('annual_growth_rate_pct'), True)} per year")
+            ax.text(1.03, 0.0, note, transform=ax.transAxes, va="bottom", ha="left", fontsize=8)
+        _scale_bar(ax, right - left)
+    return fig
+
+
+def growth_figure(summary: Mapping[str, Any], title: str | None = None) -> Figure:
+    """Mined area in each year, split into the change classes, with net and annual growth.
+
+    The first bar stacks persistent and ceased mining (all mining of the first year), the second
+    persistent and new (all mining of the second year), so the chart shows where growth came from.
+
+    Args:
+        summary: ``summary`` of :func:`~smallmines.change.compare_maps` or
+            :func:`~smallmines.change.dataset_change` (``classes``, ``year_a``, ``year_b``, growth).
+        title: figure title (default: "Mined area").
+    """
+    ya, yb = summary["year_a"], summary["year_b"]
+    area = {c: float(summary["classes"][CLASS_KEYS[c]]["area_ha"]) for c in ChangeClass}
+    with style():
+        fig = Figure(figsize=(5.2, 3.6), layout="constrained")
+        ax = fig.add_subplot()
+        x = np.array([0.0, 1.0])
+        persistent = np.array([area[ChangeClass.PERSISTENT]] * 2)
+        top_part = np.array([area[ChangeClass.CEASED], area[ChangeClass.NEW]])
+        ax.bar(x, persistent, width=0.55, color=CHANGE_COLOURS[ChangeClass.PERSISTENT], label="persistent mining",
+               edgecolor="white", linewidth=0.6)
+        ax.bar(x[0], top_part[0], bottom=persistent[0], width=0.55, color=CHANGE_COLOURS[ChangeClass.CEASED],
+               label=f"ceased by {yb}", edgecolor="white", linewidth=0.6)
+        ax.bar(x[1], top_part[1], bottom=persistent[1], width=0.55, color=CHANGE_COLOURS[ChangeClass.NEW],
+               label=f"new since {ya}", edgecolor="white", linewidth=0.6)
+        totals = persistent + top_part
+        for xi, total in zip(x, totals, strict=True):
+            ax.text(xi, total, _fmt_ha(total), ha="center", va="bottom", fontsize=9, fontweight="bold")
+        ax.set_xticks(x, [str(ya), str(yb)])
+        ax.set_ylabel("mined area (ha)")
+        ax.set_xlim(-0.6, 2.4)
+        ax.set_ylim(0, max(totals.max(), 1e-9) * 1.18)
+        ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.62))
+        note = (f"net {_fmt_ha(summary.get('net_growth_ha'), True)}\n"
+                f"{_fmt_pct(summary.get('net_growth_pct'), True)} in {yb - ya} years\n"
+                f"{_fmt_pct(summary.get('annual_growth_rate_pct'), True)} per year")
+        ax.text(1.0, 1.0, note, transform=ax.transAxes, ha="right", va="top", fontsize=9,
+                bbox={"boxstyle": "round,pad=0.4", "fc": "#f4f4f4", "ec": "none"})
+        ax.set_title(title or "Mined area", loc="left")
+    return fig
+
+
+def zones_figure(zones: pd.DataFrame, year_a: int, year_b: int, max_zones: int = 25) -> Figure:
+    """Dumbbell chart: mined area per zone in each year, sorted by the second year.
+
+    Zones only partly covered by the maps are starred with their covered share; zones outside the
+    maps are listed in a note.
+    """
+    col_a, col_b = f"mining_{year_a}_ha", f"mining_{year_b}_ha"
+    inside = zones[zones["coverage"] != "outside"].copy()
+    inside = inside.sort_values(col_b, ascending=True).tail(max_zones)
+    outside = zones.loc[zones["coverage"] == "outside", "zone"].astype(str).tolist()
+    with style():
+        fig = Figure(figsize=(6.4, 1.2 + 0.32 * max(len(inside), 1)), layout="constrained")
+        ax = fig.add_subplot()
+        y = np.arange(len(inside))
+        a = inside[col_a].astype(float).to_numpy()
+        b = inside[col_b].astype(float).to_numpy()
+        for yi, ai, bi in zip(y, a, b, strict=True):
+            colour = CHANGE_COLOURS[ChangeClass.NEW] if bi > ai else CHANGE_COLOURS[ChangeClass.CEASED]
+            ax.annotate("", xy=(bi, yi), xytext=(ai, yi),
+                        arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.4, "shrinkA": 4, "shrinkB": 4})
+        ax.scatter(a, y, color=YEAR_COLOURS[0], zorder=3, s=28, label=str(year_a))
+        ax.scatter(b, y, color=YEAR_COLOURS[1], zorder=3, s=28, label=str(year_b))
+        labels = []
+        for _, row in inside.iterrows():
+            label = str(row["zone"])
+            if row["coverage"] == "partial":
+                label += f" *{100 * row['covered_fraction']:.0f}%"
+            labels.append(label)
+        ax.set_yticks(y, labels)
+        xmax = max(float(np.nanmax(np.r_[a, b, 0])), 1e-9)
+        for yi, row in zip(y, inside.itertuples(), strict=True):
+            rate = row.annual_growth_rate_pct
+            text = _fmt_ha(row.net_growth_ha, True)
+            if rate is not None and not (isinstance(rate, float) and math.isnan(rate)):
+                text += f", {rate:+.1f} %/yr"
+            ax.text(xmax * 1.04, yi, text, va="center", fontsize=7.5, color="#444444")
+        ax.set_xlim(0, xmax * 1.45)
+        ax.set_xlabel("mined area (ha)")
+        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=2, borderaxespad=0.2)
+        ax.set_title("Mined area per zone", loc="left")
+        notes = []
+        if (inside["coverage"] == "partial").any():
+            notes.append("* share of the zone covered by valid pixels of both maps")
+        if outside:
+            notes.append("outside the maps: " + ", ".join(outside[:8]) + (" ..." if len(outside) > 8 else ""))
+        if notes:
+            fig.text(0.01, 0.0, "\n".join(notes), fontsize=7, color="#555555", va="bottom")
+            fig.get_layout_engine().set(h_pad=0.25)
+    return fig
+
+
+def tile_growth_figure(tiles: gpd.GeoDataFrame, year_a: int, year_b: int) -> Figure:
+    """Tile footprints coloured by the change of their labelled mining share, plus counts by status.
+
+    Args:
+        tiles: footprints from :func:`smallmines.change.tiles_frame` (``growth_pp``, ``status``).
+        year_a: first year.
+        year_b: second year.
+    """
+    from smallmines.change import TILE_STATUS
+
+    geographic = tiles.crs is not None and tiles.crs.is_geographic
+    scale = 1.0 if geographic else 1000.0
+    with style():
+        fig = Figure(figsize=(9.0, 4.8), layout="constrained")
+        grid = fig.add_gridspec(1, 2, width_ratios=(2.3, 1))
+        ax = fig.add_subplot(grid[0])
+        bars = fig.add_subplot(grid[1])
+        growth_pp = tiles["growth_pp"].astype(float).to_numpy()
+        limit = float(np.nanpercentile(np.abs(growth_pp), 98)) if np.isfinite(growth_pp).any() else 1.0
+        limit = max(limit, 1.0)
+        norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
+        none = (tiles["status"] == "no mining").to_numpy()
+        bounds = tiles.bounds.to_numpy() / scale
+        from matplotlib.collections import PatchCollection
+        from matplotlib.patches import Rectangle
+
+        def rects(sel: np.ndarray) -> list[Rectangle]:
+            return [Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1]) for b in bounds[sel]]
+
+        extent = max(np.ptp(bounds[:, [0, 2]]), np.ptp(bounds[:, [1, 3]]), 1e-9)
+        tile = float(np.median(bounds[:, 2] - bounds[:, 0]))
+        values = np.clip(growth_pp[~none], -limit, limit)
+        if tile / extent >= 0.025:  # footprints are large enough to read
+            ax.add_collection(PatchCollection(rects(none), facecolor="#d9d9d9", edgecolor="#bdbdbd", linewidth=0.3))
+            coll = PatchCollection(rects(~none), cmap=GROWTH_CMAP, norm=norm, edgecolor="#555555", linewidth=0.3)
+            coll.set_array(values)
+            ax.add_collection(coll)
+        else:  # tiles far apart: one square marker per tile, drawn at a readable size
+            cx, cy = (bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2
+            ax.scatter(cx[none], cy[none], marker="s", s=22, c="#d9d9d9", edgecolors="#9e9e9e", linewidths=0.4)
+            order = np.argsort(np.abs(values))  # strongest change drawn on top
+            coll = ax.scatter(cx[~none][order], cy[~none][order], marker="s", s=30, c=values[order], cmap=GROWTH_CMAP,
+                              norm=norm, edgecolors="#444444", linewidths=0.4)
+            ax.text(0.0, -0.13, "tiles drawn enlarged (squares) for legibility", transform=ax.transAxes, fontsize=7,
+                    color="#666666")
+        pad = 0.03 * extent
+        ax.set_xlim(bounds[:, 0].min() - pad, bounds[:, 2].max() + pad)
+        ax.set_ylim(bounds[:, 1].min() - pad, bounds[:, 3].max() + pad)
+        ax.set_aspect("equal")
+        ax.set_xlabel("longitude" if geographic else "Easting (km)")
+        ax.set_ylabel("latitude" if geographic else "Northing (km)")
+        ax.set_title(f"Labelled mining per tile, {year_a}\u2192{year_b}", loc="left")
+        cbar = fig.colorbar(coll, ax=ax, shrink=0.8, extend="both")
+        cbar.set_label("change in mining share (percentage points)")
+        counts = tiles["status"].value_counts()
+        order = [s for s in TILE_STATUS if s != "no mining"]
+        colours = {"appeared": CHANGE_COLOURS[ChangeClass.NEW], "grew": "#f4a582", "unchanged": "#bdbdbd",
+                   "shrank": "#92c5de", "vanished": CHANGE_COLOURS[ChangeClass.CEASED]}
+        values = [int(counts.get(s, 0)) for s in order]
+        bars.barh(order[::-1], values[::-1], color=[colours[s] for s in order[::-1]])
+        for yi, v in enumerate(values[::-1]):
+            bars.text(v, yi, f" {v}", va="center", fontsize=8)
+        bars.set_xlabel("tiles")
+        bars.set_title(f"{len(tiles)} tiles ({int(counts.get('no mining', 0))} without mining)", loc="left")
+        bars.set_xlim(0, max(values + [1]) * 1.25)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# training and evaluation figures
+
+
+def _epoch_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Lightning CSVLogger rows (NaN-padded, per step or per epoch) -> one row per epoch."""
+    if "epoch" not in metrics.columns:
+        raise ValueError(f"metrics table has no 'epoch' column (columns: {', '.join(metrics.columns)})")
+    numeric = metrics.drop(columns=[c for c in ("step",) if c in metrics.columns]).apply(pd.to_numeric,
+                                                                                          errors="coerce")
+    table = numeric.groupby("epoch").mean(numeric_only=True)
+    # prefer epoch aggregates over step values: train_loss_epoch -> train_loss
+    for col in list(table.columns):
+        if col.endswith("_epoch"):
+            table[col[: -len("_epoch")]] = table[col]
+    return table[[c for c in table.columns if not c.endswith(("_step", "_epoch"))]]
+
+
+def training_curves_figure(metrics: pd.DataFrame, monitor: str = "val_iou_mining") -> Figure:
+    """Loss and validation scores per epoch from a Lightning ``metrics.csv``.
+
+    Args:
+        metrics: the CSV as a DataFrame (``epoch``, ``train_loss``, ``val_loss``, ``val_*``).
+        monitor: the score whose best epoch is marked.
+    """
+    table = _epoch_table(metrics)
+    losses = [c for c in table.columns if c.endswith("loss") and table[c].notna().any()]
+    scores = [c for c in table.columns if c.startswith("val_") and not c.endswith("loss")
+              and table[c].notna().any()]
+    preferred = ["val_iou_mining", "val_miou", "val_f1_mining", "val_precision_mining", "val_recall_mining"]
+    scores = [c for c in preferred if c in scores] or scores[:5]
+    with style():
+        fig = Figure(figsize=(8.4, 3.2), layout="constrained")
+        ax_loss, ax_score = fig.subplots(1, 2)
+        palette = ["#1b1b1b", "#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00"]
+        for i, col in enumerate(losses):
+            series = table[col].dropna()
+            ax_loss.plot(series.index, series.values, marker="o" if len(series) < 30 else None, ms=3,
+                         color=palette[i % len(palette)], label=col.replace("_", " "))
+        ax_loss.set_xlabel("epoch")
+        ax_loss.set_ylabel("loss")
+        ax_loss.set_title("Loss", loc="left")
+        if losses:
+            ax_loss.legend()
+        for i, col in enumerate(scores):
+            series = table[col].dropna()
+            ax_score.plot(series.index, series.values, marker="o" if len(series) < 30 else None, ms=3,
+                          color=palette[(i + 1) % len(palette)], label=col.removeprefix("val_").replace("_", " "))
+        if monitor in table.columns and table[monitor].notna().any():
+            best = table[monitor].idxmax()
+            ax_score.axvline(best, color="#888888", lw=0.8, ls="--")
+            ax_score.text(best, ax_score.get_ylim()[0], f" best epoch {best}", fontsize=7.5, color="#555555",
+                          va="bottom")
+        ax_score.set_xlabel("epoch")
+        ax_score.set_ylabel("score")
+        ax_score.set_title("Validation", loc="left")
+        if scores:
+            ax_score.legend()
+    return fig
+
+
+def confusion_figure(confusion: Sequence[Sequence[float]], title: str = "Confusion matrix") -> Figure:
+    """2 x 2 confusion matrix ``[[TN, FP], [FN, TP]]`` with pixel counts and the share of each true class."""
+    matrix = np.asarray(confusion, dtype=float)
+    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    with style():
+        fig = Figure(figsize=(3.6, 3.2), layout="constrained")
+        ax = fig.add_subplot()
+        ax.imshow(share, cmap="Greys", vmin=0, vmax=1.4)
+        names = ["background", "mining"]
+        for i in range(2):
+            for j in range(2):
+                ax.text(j, i, f"{share[i, j]:.1%}\n{matrix[i, j]:,.0f} px", ha="center", va="center", fontsize=9,
+                        color="white" if share[i, j] > 0.75 else "black")
+        ax.set_xticks([0, 1], names)
+        ax.set_yticks([0, 1], names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.spines[:].set_visible(False)
+        ax.set_title(title, loc="left")
+    return fig
+
+
+def samples_figure(samples: Sequence[Mapping[str, Any]]) -> Figure:
+    """Rows of RGB | truth | prediction | errors for sample patches.
+
+    Args:
+        samples: dicts with ``rgb`` (H, W, 3 floats 0-1, or None), ``truth`` (H, W: 0/1/255),
+            ``prediction`` (H, W: 0/1) and optionally ``title`` (left of the row).
+    """
+    n = max(len(samples), 1)
+    with style():
+        fig = Figure(figsize=(8.4, 2.15 * n + 0.5), layout="constrained")
+        axes = np.atleast_2d(fig.subplots(n, 4))
+        heads = ["true colour", "ground truth", "prediction", "errors"]
+        for r, sample in enumerate(samples):
+            rgb = sample.get("rgb")
+            truth = np.asarray(sample["truth"])
+            pred = np.asarray(sample["prediction"])
+            pred_shown = np.where(truth == CHANGE_NODATA, CHANGE_NODATA, pred)
+            panels = [rgb if rgb is not None else np.zeros((*truth.shape, 3)), _mask_overlay(rgb, truth),
+                      _mask_overlay(rgb, pred_shown), error_image(rgb, truth, pred)]
+            for c, (ax, panel) in enumerate(zip(axes[r], panels, strict=True)):
+                ax.imshow(panel, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.spines[:].set_visible(False)
+                if r == 0:
+                    ax.set_title(heads[c])
+            if sample.get("title"):
+                axes[r][0].set_ylabel(sample["title"], fontsize=8)
+        handles = [Patch(color=MINING_COLOUR, label="mining"), Patch(color=ERROR_COLOURS["tp"], label="true positive",
+                                                                     ec="#999999"),
+                   Patch(color=ERROR_COLOURS["fp"], label="false positive"),
+                   Patch(color=ERROR_COLOURS["fn"], label="false negative"),
+                   Patch(color=NODATA_COLOUR, label="nodata")]
+        fig.legend(handles=handles, loc="outside lower center", ncols=5)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# dataset figures
+
+SHARE_BIN_LABELS = ("0", "0-1", "1-5", "5-10", "10-25", "25-50", ">50")
+
+
+def dataset_overview_figure(shares: pd.DataFrame) -> Figure:
+    """Patches per mining-share bin and year, and the mining share of each year.
+
+    Args:
+        shares: one row per patch with ``year`` and ``share`` (percent mining of valid pixels) and
+            optionally ``mining_px`` and ``valid_px`` (for the pixel-weighted share).
+    """
+    from smallmines.data.splits import share_bin
+
+    years = sorted(shares["year"].unique())
+    colours = {y: YEAR_COLOURS[i % 2] if len(years) <= 2 else mpl.colormaps["viridis"](i / max(len(years) - 1, 1))
+               for i, y in enumerate(years)}
+    with style():
+        fig = Figure(figsize=(8.4, 3.0), layout="constrained")
+        ax_bins, ax_share = fig.subplots(1, 2, width_ratios=(2, 1))
+        width = 0.8 / max(len(years), 1)
+        for i, year in enumerate(years):
+            sel = shares[shares["year"] == year]
+            counts = np.bincount([share_bin(s) for s in sel["share"]], minlength=len(SHARE_BIN_LABELS))
+            x = np.arange(len(SHARE_BIN_LABELS)) + (i - (len(years) - 1) / 2) * width
+            ax_bins.bar(x, counts, width=width, color=colours[year], label=str(year))
+        ax_bins.set_xticks(np.arange(len(SHARE_BIN_LABELS)), SHARE_BIN_LABELS)
+        ax_bins.set_xlabel("mining share of the patch (%)")
+        ax_bins.set_ylabel("patches")
+        ax_bins.legend()
+        ax_bins.set_title("Patches by mining share", loc="left")
+        values = []
+        for year in years:
+            sel = shares[shares["year"] == year]
+            if {"mining_px", "valid_px"} <= set(sel.columns) and sel["valid_px"].sum() > 0:
+                values.append(100.0 * sel["mining_px"].sum() / sel["valid_px"].sum())
+            else:
+                values.append(float(sel["share"].mean()))
+        bars = ax_share.bar([str(y) for y in years], values, color=[colours[y] for y in years], width=0.6)
+        for bar, v in zip(bars, values, strict=True):
+            ax_share.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.1f} %", ha="center", va="bottom")
+        ax_share.set_ylim(0, max(values + [1e-9]) * 1.2)
+        ax_share.set_ylabel("mining (% of valid pixels)")
+        ax_share.set_title("Mining share", loc="left")
+    return fig
+
+
+def tile_pairs_figure(pairs: Sequence[Mapping[str, Any]], year_a: int, year_b: int, columns: int = 2) -> Figure:
+    """The same tiles in two years, true colour with the labelled mining outlined.
+
+    Args:
+        pairs: dicts with ``title``, ``rgb_a``/``rgb_b`` (H, W, 3 floats 0-1) and ``mask_a``/``mask_b``
+            (H, W: 0/1/255).
+        year_a: first year.
+        year_b: second year.
+        columns: tile pairs per row.
+    """
+    n = max(len(pairs), 1)
+    rows = math.ceil(n / columns)
+    with style():
+        fig = Figure(figsize=(2.1 * 2 * columns, 2.35 * rows + 0.3), layout="constrained")
+        axes = np.atleast_2d(fig.subplots(rows, 2 * columns))
+        for ax in axes.ravel():
+            ax.axis("off")
+        fill = ListedColormap([(0, 0, 0, 0), to_rgba(MINING_COLOUR, 0.35)])
+        for i, pair in enumerate(pairs):
+            r, c = divmod(i, columns)
+            for k, (suffix, year) in enumerate((("a", year_a), ("b", year_b))):
+                ax = axes[r][2 * c + k]
+                ax.imshow(pair[f"rgb_{suffix}"], interpolation="nearest")
+                mask = np.asarray(pair[f"mask_{suffix}"])
+                mining = (mask == 1).astype(float)
+                ax.imshow(mining, cmap=fill, vmin=0, vmax=1, interpolation="nearest")
+                if mining.any() and not mining.all():
+                    ax.contour(mining, levels=[0.5], colors=[MINING_COLOUR], linewidths=0.9)
+                ax.set_title(f"{pair.get('title', '')} {year}".strip() if k == 0 else str(year), fontsize=8,
+                             fontweight="normal", loc="left")
+                ax.axis("on")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(True)
+                    spine.set_color(YEAR_COLOURS[k])
+                    spine.set_linewidth(1.5)
+            if pair.get("caption"):
+                axes[r][2 * c + 1].text(1.0, -0.02, pair["caption"], transform=axes[r][2 * c + 1].transAxes,
+                                        ha="right", va="top", fontsize=7.5)
+    return fig
