@@ -1,35 +1,66 @@
 """Model registry and self-describing model files.
 
 Every network maps a normalised ``(N, C, H, W)`` batch to ``(N, 2, H, W)`` logits (background,
-mining); the mining probability is ``softmax(logits)[:, 1]``, which equals ``sigmoid(l1 - l0)``, so
-cross-entropy, BCE, Dice and focal losses all work on the same output.
+mining); the mining probability is ``softmax(logits)[:, 1]`` (:func:`mining_probability`), which
+equals ``sigmoid(l1 - l0)``, so cross-entropy, BCE, Dice and focal losses all work on the same output.
 
-Networks are built by name from a registry (``MODELS``): one entry per architecture, each a function
-with the signature ``(in_channels, channels, **kwargs) -> nn.Module``. Pretrained encoder weights are
-never downloaded: ``encoder_weights`` is a local file or None (random initialisation).
+Networks are built by name from a registry (:data:`MODELS`): one entry per architecture, each a
+function with the signature ``(in_channels, channels, **kwargs) -> nn.Module``.
 
-A :class:`ModelCard` travels with the weights (inside Lightning checkpoints and exported ``.pt``
-files): architecture and its arguments, the channel list, normalisation statistics, decision
-threshold and the training configuration, so evaluation and mapping need nothing but the file.
+- ``unet``, ``unetplusplus``, ``deeplabv3plus``, ``fpn``, ``segformer``, ``upernet``, ``pspnet``,
+  ``manet``, ``linknet``: segmentation-models-pytorch architectures with any of its encoders
+  (``resnet18/34/50``, ``efficientnet-b0``, ``mit_b0``, ``tu-convnext_tiny``...). With all 13 bands
+  selected these are the *early fusion* models: optical, radar and terrain channels stacked at the input.
+- ``unet-lite``: a compact classic U-Net with full-resolution skips (CPU demos, small objects).
+- ``twostream``: an optical encoder and a radar/terrain encoder whose features are concatenated and
+  fused by 1x1 convolutions at every scale before one U-Net decoder (*late*, feature-level fusion).
+- ``prithvi``: Prithvi-EO-2.0 (300M or 600M) with a UperNet decoder, through TerraTorch (optional extra
+  ``smallmines[foundation]``).
+- ``lightgbm``: a per-pixel gradient-boosting baseline wrapped as a network, so evaluation and mapping
+  treat it like any other model.
+
+Pretrained weights are never downloaded: ``encoder_weights`` (and Prithvi's ``weights``) is a local
+file, otherwise the network starts from random weights. An encoder pretrained on 3-band RGB gets its
+first convolution adapted to the selected channels (see :func:`load_encoder_weights`).
+
+A :class:`ModelCard` travels with the weights (inside Lightning checkpoints under the key
+``smallmines`` and in exported ``.pt`` files): architecture and its arguments, the channel list,
+normalisation statistics, decision threshold and the training configuration, so evaluation and mapping
+need nothing but the file.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from smallmines.bands import BANDS, INDICES
 from smallmines.data.stats import BandStats
-from smallmines.errors import CheckpointError, ConfigError
+from smallmines.errors import CheckpointError, ConfigError, OptionalDependencyError
 
 logger = logging.getLogger(__name__)
 NUM_CLASSES = 2
 CARD_KEY = "smallmines"
+OPTICAL_SENSOR = "s2"
+
+
+def mining_probability(logits: torch.Tensor) -> torch.Tensor:
+    """Mining probability ``(N, H, W)`` (float32) from ``(N, 2, H, W)`` logits."""
+    return torch.softmax(logits.float(), dim=1)[:, 1]
+
+
+# ----------------------------------------------------------------------------------------------
+# segmentation-models-pytorch
+# ----------------------------------------------------------------------------------------------
 
 
 def _smp(arch: str) -> Callable[..., nn.Module]:
@@ -40,8 +71,8 @@ def _smp(arch: str) -> Callable[..., nn.Module]:
         try:
             model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None,
                                      in_channels=in_channels, classes=NUM_CLASSES, **kwargs)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ConfigError(f"cannot build {arch} with encoder {encoder!r}: {exc}") from exc
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"cannot build {arch} with encoder {encoder!r} and arguments {kwargs}: {exc}") from exc
         if encoder_weights:
             load_encoder_weights(model.encoder, encoder_weights)
         return model
@@ -50,19 +81,322 @@ def _smp(arch: str) -> Callable[..., nn.Module]:
     return build
 
 
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
+    """Load a local encoder state dict; a first convolution of another input width is adapted.
+
+    Keys may carry an ``encoder.`` prefix (a whole smp model's state dict). RGB-pretrained first-layer
+    weights are averaged over their input channels and repeated for each of our channels, scaled by
+    3/C, the usual way to keep the activation scale for multi-spectral input; so a 13-band model starts
+    with every channel treated alike, not with the RGB weights tiled over unrelated bands.
+
+    Raises:
+        CheckpointError: the file does not exist or holds no weights for this encoder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: encoder weights file not found (weights are never downloaded; "
+                              "give a local .pth state dict or leave encoder_weights empty)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    if any(k.startswith("encoder.") for k in state):
+        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    own = encoder.state_dict()
+    for key, value in list(state.items()):
+        other_width = key in own and value.ndim == 4 and own[key].shape[1] != value.shape[1]
+        if other_width and own[key].shape[0] == value.shape[0]:
+            c = own[key].shape[1]
+            state[key] = value.mean(dim=1, keepdim=True).repeat(1, c, 1, 1) * (3.0 / c)
+    matched = [k for k in state if k in own and own[k].shape == state[k].shape]
+    if not matched:
+        raise CheckpointError(f"{path}: no tensor matches the encoder ({len(own)} keys, e.g. {next(iter(own))!r})")
+    encoder.load_state_dict({k: state[k] for k in matched}, strict=False)
+    logger.info("encoder weights from %s: %d tensors loaded, %d of the encoder's left as they were", path,
+                len(matched), len(own) - len(matched))
+
+
+# ----------------------------------------------------------------------------------------------
+# A compact classic U-Net
+# ----------------------------------------------------------------------------------------------
+
+
+def _double_conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class LiteUNet(nn.Module):
+    """The classic U-Net (Ronneberger et al. 2015) with batch norm, at small widths.
+
+    Unlike the smp U-Net, whose encoders start with a stride-2 stem and whose decoder has no
+    full-resolution skip, every scale here (10 m included) is skipped to the decoder, so pixel-level
+    detail reaches the head: small, irregular mining pits stay sharp. A few hundred thousand
+    parameters make it trainable on a CPU in minutes.
+
+    Args:
+        in_channels: input channels.
+        widths: channels per scale, finest first; ``len(widths) - 1`` poolings.
+    """
+
+    def __init__(self, in_channels: int, widths: Sequence[int] = (16, 32, 64, 128)) -> None:
+        super().__init__()
+        widths = [int(w) for w in widths]
+        if len(widths) < 2:
+            raise ConfigError(f"LiteUNet widths {widths} need at least 2 scales")
+        inputs = [in_channels, *widths[:-1]]
+        self.encoder = nn.ModuleList(_double_conv(c, w) for c, w in zip(inputs, widths, strict=True))
+        self.up = nn.ModuleList(nn.ConvTranspose2d(w, v, 2, stride=2) for w, v in zip(widths[:0:-1], widths[-2::-1],
+                                                                                      strict=True))
+        self.decoder = nn.ModuleList(_double_conv(2 * v, v) for v in widths[-2::-1])
+        self.head = nn.Conv2d(widths[0], NUM_CLASSES, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.encoder):
+            x = block(x if i == 0 else nn.functional.max_pool2d(x, 2))
+            skips.append(x)
+        x = skips.pop()
+        for up, block in zip(self.up, self.decoder, strict=True):
+            x = block(torch.cat((up(x), skips.pop()), dim=1))
+        return self.head(x)
+
+    def freeze_encoder(self) -> None:
+        """Freeze the contracting path (no gradients, batch-norm statistics fixed)."""
+        self.encoder.requires_grad_(False)
+        self.encoder.eval()
+        self._frozen = True
+
+    def train(self, mode: bool = True) -> LiteUNet:
+        """Like :meth:`nn.Module.train`, but a frozen encoder stays in eval mode."""
+        super().train(mode)
+        if getattr(self, "_frozen", False):
+            self.encoder.eval()
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# Two-stream fusion
+# ----------------------------------------------------------------------------------------------
+
+
+def is_optical(channel: str) -> bool:
+    """True for Sentinel-2 bands and for indices computed from Sentinel-2 bands only."""
+    sensors = {b.name: b.sensor for b in BANDS}
+    inputs = INDICES[channel].inputs if channel in INDICES else (channel,)
+    return all(sensors.get(name) == OPTICAL_SENSOR for name in inputs)
+
+
+class TwoStreamUNet(nn.Module):
+    """Optical and radar/terrain encoders, fused per scale, one U-Net decoder.
+
+    Channels are routed by sensor: Sentinel-2 bands and optical indices to the optical encoder,
+    Sentinel-1, DEM and radar indices to the auxiliary encoder. At every scale the two feature maps
+    are concatenated and reduced to the optical width by a 1x1 convolution, batch norm and ReLU.
+
+    Args:
+        channels: the selected channel names (both streams need at least one).
+        encoder: smp encoder of the optical stream.
+        aux_encoder: smp encoder of the radar/terrain stream (a lighter one suffices).
+        encoder_depth: number of encoder stages (3 to 5).
+        decoder_channels: U-Net decoder widths, one per stage.
+        encoder_weights: local weights file of the optical encoder.
+        aux_encoder_weights: local weights file of the auxiliary encoder.
+    """
+
+    def __init__(self, channels: Sequence[str], encoder: str = "resnet34", aux_encoder: str = "resnet18",
+                 encoder_depth: int = 5, decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
+                 encoder_weights: str | None = None, aux_encoder_weights: str | None = None) -> None:
+        super().__init__()
+        from segmentation_models_pytorch.base import SegmentationHead
+        from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+        from segmentation_models_pytorch.encoders import get_encoder
+
+        optical = [i for i, c in enumerate(channels) if is_optical(c)]
+        aux = [i for i, c in enumerate(channels) if not is_optical(c)]
+        if not optical or not aux:
+            raise ConfigError(f"twostream needs optical (Sentinel-2) and radar/terrain (s1, dem) channels; "
+                              f"got {list(channels)}. Select e.g. bands 'all'")
+        if len(decoder_channels) != encoder_depth:
+            raise ConfigError(f"decoder_channels {list(decoder_channels)} must have "
+                              f"encoder_depth={encoder_depth} entries")
+        self.register_buffer("optical_index", torch.tensor(optical), persistent=False)
+        self.register_buffer("aux_index", torch.tensor(aux), persistent=False)
+        try:
+            self.encoder = get_encoder(encoder, in_channels=len(optical), depth=encoder_depth)
+            self.aux_encoder = get_encoder(aux_encoder, in_channels=len(aux), depth=encoder_depth)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(f"cannot build twostream encoders {encoder!r}/{aux_encoder!r}: {exc}") from exc
+        for module, weights in ((self.encoder, encoder_weights), (self.aux_encoder, aux_encoder_weights)):
+            if weights:
+                load_encoder_weights(module, weights)
+        widths = self.encoder.out_channels
+        self.fuse = nn.ModuleList(
+            nn.Identity() if level == 0 else nn.Sequential(
+                nn.Conv2d(w + a, w, kernel_size=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+            for level, (w, a) in enumerate(zip(widths, self.aux_encoder.out_channels, strict=True))
+        )
+        self.decoder = UnetDecoder(encoder_channels=widths, decoder_channels=decoder_channels, n_blocks=encoder_depth)
+        self.segmentation_head = SegmentationHead(decoder_channels[-1], NUM_CLASSES, kernel_size=3)
+        self._frozen = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        optical = self.encoder(x.index_select(1, self.optical_index))
+        aux = self.aux_encoder(x.index_select(1, self.aux_index))
+        fused = [optical[0]] + [fuse(torch.cat((o, a), dim=1))
+                                for fuse, o, a in zip(self.fuse[1:], optical[1:], aux[1:], strict=True)]
+        return self.segmentation_head(self.decoder(fused))
+
+    def freeze_encoder(self) -> None:
+        """Freeze both encoders: no gradients and no batch-norm statistic updates."""
+        for module in (self.encoder, self.aux_encoder):
+            module.requires_grad_(False)
+            module.eval()
+        self._frozen = True
+
+    def train(self, mode: bool = True) -> TwoStreamUNet:
+        """Like :meth:`nn.Module.train`, but frozen encoders stay in eval mode."""
+        super().train(mode)
+        if self._frozen:
+            self.encoder.eval()
+            self.aux_encoder.eval()
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# Prithvi-EO-2.0 through TerraTorch (optional)
+# ----------------------------------------------------------------------------------------------
+
+PRITHVI_VARIANTS = {
+    300: ("prithvi_eo_v2_300", [5, 11, 17, 23]),
+    600: ("prithvi_eo_v2_600", [7, 15, 23, 31]),
+}
+"""Prithvi-EO-2.0 size -> (TerraTorch backbone, transformer blocks fed to the UperNet decoder)."""
+PRITHVI_BANDS = {"blue": "BLUE", "green": "GREEN", "red": "RED", "rededge4": "NIR_NARROW",
+                 "swir1": "SWIR_1", "swir2": "SWIR_2"}
+"""Our band names -> Prithvi's pretraining band names (``official6`` is exactly Prithvi's six bands)."""
+
+
+def require_terratorch() -> Any:
+    """Import TerraTorch or raise :class:`OptionalDependencyError` with the install command."""
+    if importlib.util.find_spec("terratorch") is None:
+        raise OptionalDependencyError(
+            "Prithvi-EO-2.0 models need TerraTorch, which is not installed; install the foundation extra "
+            "with `pip install 'smallmines[foundation]'` (about 0.7 GB) and give the weights as a local file "
+            "(model.args.weights=/path/Prithvi_EO_V2_300M.pt)")
+    import terratorch
+
+    return terratorch
+
+
+class PrithviSegmenter(nn.Module):
+    """Prithvi-EO-2.0 encoder + UperNet decoder (the SmallMinesDS authors' setup), returning logits.
+
+    Args:
+        channels: selected channels; Sentinel-2 bands Prithvi was pretrained on keep their patch
+            embedding weights, others (S1, DEM, indices) start random.
+        size: 300 or 600 (million parameters).
+        weights: local Prithvi checkpoint; None starts from random weights.
+        decoder_channels: UperNet width.
+        img_size: patch size in pixels.
+    """
+
+    def __init__(self, channels: Sequence[str], size: int = 300, weights: str | None = None,
+                 decoder_channels: int = 256, img_size: int = 128) -> None:
+        super().__init__()
+        if int(size) not in PRITHVI_VARIANTS:
+            raise ConfigError(f"Prithvi size {size!r}; choose one of {sorted(PRITHVI_VARIANTS)}")
+        if weights and not Path(weights).is_file():
+            raise CheckpointError(f"{weights}: Prithvi weights file not found (weights are never downloaded)")
+        require_terratorch()
+        from terratorch.models import EncoderDecoderFactory
+
+        backbone, indices = PRITHVI_VARIANTS[int(size)]
+        bands = [PRITHVI_BANDS.get(c, c.upper()) for c in channels]
+        self.model = EncoderDecoderFactory().build_model(
+            task="segmentation", backbone=backbone, decoder="UperNetDecoder", num_classes=NUM_CLASSES,
+            backbone_pretrained=bool(weights), backbone_ckpt_path=weights, backbone_bands=bands,
+            backbone_img_size=img_size, decoder_channels=decoder_channels, rescale=True,
+            necks=[{"name": "SelectIndices", "indices": indices}, {"name": "ReshapeTokensToImage"},
+                   {"name": "LearnedInterpolateToPyramidal"}],
+        )
+        self.encoder = self.model.encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return getattr(out, "output", out)
+
+    def freeze_encoder(self) -> None:
+        """Freeze the Prithvi backbone (the authors' recipe trains only the decoder)."""
+        self.encoder.requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-pixel LightGBM baseline
+# ----------------------------------------------------------------------------------------------
+
+
+class PixelGBM(nn.Module):
+    """A LightGBM pixel classifier behind the network interface: ``(N, C, H, W)`` -> ``(N, 2, H, W)``.
+
+    Every pixel is classified from its own channel values (bands and spectral indices), with no
+    spatial context. The booster is fitted by :func:`smallmines.baseline.fit_pixel_baseline` and
+    travels in the state dict (as text), so :func:`save_model`/:func:`load_model` work unchanged.
+    The returned logits are ``(0, margin)``: their softmax is the booster's probability.
+
+    Args:
+        in_channels: number of input channels.
+        params: LightGBM parameters and sampling options (used when fitting).
+    """
+
+    def __init__(self, in_channels: int, **params: Any) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.params = params
+        self.booster: Any = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.booster is None:
+            raise CheckpointError("the LightGBM baseline has not been fitted (train it with smallmines train)")
+        n, c, h, w = x.shape
+        features = x.detach().float().permute(0, 2, 3, 1).reshape(-1, c).cpu().numpy()
+        margin = self.booster.predict(features, raw_score=True, num_threads=self.params.get("num_threads", 0))
+        margin = torch.from_numpy(np.asarray(margin, dtype=np.float32)).reshape(n, 1, h, w).to(x.device)
+        return torch.cat((torch.zeros_like(margin), margin), dim=1)
+
+    def parameter_count(self) -> int:
+        """Number of tree nodes (splits and leaves), the booster's counterpart of a parameter count."""
+        if self.booster is None:
+            return 0
+        trees = self.booster.dump_model()["tree_info"]
+        return int(sum(2 * t["num_leaves"] - 1 for t in trees))
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"booster": self.booster.model_to_string() if self.booster is not None else None}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        text = state.get("booster")
+        if text:
+            import lightgbm
+
+            self.booster = lightgbm.Booster(model_str=text)
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------------
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    "unet": _smp("unet"),
-    "unetplusplus": _smp("unetplusplus"),
-    "deeplabv3plus": _smp("deeplabv3plus"),
-    "fpn": _smp("fpn"),
-    "segformer": _smp("segformer"),
-    "upernet": _smp("upernet"),
+    **{name: _smp(name) for name in ("unet", "unetplusplus", "deeplabv3plus", "deeplabv3", "fpn", "segformer",
+                                     "upernet", "pspnet", "manet", "linknet")},
+    "unet-lite": lambda in_channels, channels, **kw: LiteUNet(in_channels, **kw),
+    "twostream": lambda in_channels, channels, **kw: TwoStreamUNet(channels, **kw),
+    "prithvi": lambda in_channels, channels, **kw: PrithviSegmenter(channels, **kw),
+    "lightgbm": lambda in_channels, channels, **kw: PixelGBM(in_channels, **kw),
 }
 """Architectures by name; add one entry to add a model."""
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator that adds a builder to :data:`MODELS`."""
+    """Decorator that adds a builder ``(in_channels, channels, **kwargs) -> nn.Module`` to :data:`MODELS`."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         MODELS[name] = builder
@@ -75,41 +409,60 @@ def build_model(name: str, channels: tuple[str, ...] | list[str], **kwargs: Any)
     """Build a registered network for the given channels.
 
     Args:
-        name: a key of :data:`MODELS` (``unet``, ``deeplabv3plus``, ...).
+        name: a key of :data:`MODELS` (``unet``, ``twostream``, ``lightgbm``...).
         channels: channel names (from :func:`smallmines.bands.parse_bands`); ``in_channels`` is their count.
         kwargs: architecture arguments (``encoder="resnet50"``, ``encoder_weights="enc.pth"``...).
 
     Raises:
         ConfigError: unknown name (the message lists the registry) or invalid arguments.
+        OptionalDependencyError: the architecture needs an extra that is not installed.
     """
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
-    return MODELS[name](in_channels=len(channels), channels=tuple(channels), **kwargs)
+    try:
+        return MODELS[name](in_channels=len(channels), channels=tuple(channels), **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"invalid arguments for model {name!r} {kwargs}: {exc}") from exc
 
 
-def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
-    """Load a local encoder state dict; a first convolution of another width is adapted.
+def is_neural(network: nn.Module) -> bool:
+    """False for models fitted outside gradient descent (the LightGBM baseline)."""
+    return not isinstance(network, PixelGBM)
 
-    RGB-pretrained first-layer weights are averaged over their input channels and repeated for each
-    of our channels (scaled by 3/C), the usual way to keep activation scale for multi-spectral input.
+
+def freeze_encoder(network: nn.Module) -> None:
+    """Freeze a network's encoder(s) in place.
+
+    Raises:
+        ConfigError: the network has no encoder to freeze.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: encoder weights file not found (weights are never downloaded)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
-    own = encoder.state_dict()
-    for key, value in list(state.items()):
-        if key in own and value.ndim == 4 and own[key].shape[1] != value.shape[1] and own[key].shape[0] == value.shape[0]:
-            c = own[key].shape[1]
-            state[key] = value.mean(dim=1, keepdim=True).repeat(1, c, 1, 1) * (3.0 / c)
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    logger.info("encoder weights from %s: %d missing, %d unexpected keys", path, len(missing), len(unexpected))
+    freeze = getattr(network, "freeze_encoder", None)
+    if freeze is None:
+        raise ConfigError(f"{type(network).__name__} has no encoder to freeze")
+    freeze()
+
+
+def count_parameters(network: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (tree nodes for the LightGBM baseline)."""
+    if isinstance(network, PixelGBM):
+        return network.parameter_count()
+    return sum(p.numel() for p in network.parameters() if p.requires_grad or not trainable_only)
 
 
 @dataclass
 class ModelCard:
-    """Everything needed to use a trained network, stored beside its weights."""
+    """Everything needed to use a trained network, stored beside its weights.
+
+    Attributes:
+        model: registry name of the architecture.
+        model_args: its arguments (``build_model(model, channels, **model_args)`` rebuilds it).
+        channels: input channels in order (bands and indices, see :mod:`smallmines.bands`).
+        stats: normalisation statistics of those channels (training split only).
+        threshold: decision threshold on the mining probability, chosen on the validation split.
+        config: the resolved training configuration.
+        metrics: validation metrics at ``threshold``.
+        version: card format version.
+    """
 
     model: str
     model_args: dict[str, Any]
@@ -121,6 +474,7 @@ class ModelCard:
     version: int = 1
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON/YAML-safe) of the card."""
         out = asdict(self)
         out["channels"] = list(self.channels)
         out["stats"] = self.stats.to_dict()
@@ -128,6 +482,11 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            CheckpointError: a required field is missing.
+        """
         try:
             return cls(data["model"], dict(data["model_args"]), tuple(data["channels"]),
                        BandStats.from_dict(data["stats"]), float(data.get("threshold", 0.5)),
@@ -142,23 +501,23 @@ class ModelCard:
 
 def save_model(path: str | Path, network: nn.Module, card: ModelCard) -> Path:
     """Write weights and card to one ``.pt`` file (atomically)."""
-    import os
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({CARD_KEY: card.to_dict(), "state_dict": network.state_dict()}, tmp)
+    state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in network.state_dict().items()}
+    torch.save({CARD_KEY: card.to_dict(), "state_dict": state}, tmp)
     os.replace(tmp, path)
     return path
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
-    """Load a network and its card from an exported ``.pt`` or a Lightning ``.ckpt``.
+    """Load a network (in eval mode) and its card from an exported ``.pt`` or a Lightning ``.ckpt``.
 
     Lightning checkpoints store the network under the ``network.`` prefix of ``state_dict``.
 
     Raises:
         CheckpointError: missing file, unreadable file, or no smallmines card inside.
+        OptionalDependencyError: the architecture needs an extra that is not installed.
     """
     path = Path(path)
     if not path.is_file():
@@ -178,5 +537,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         network.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit {card.model} {card.model_args} ({exc})") from exc
+    network.to(map_location)
     network.eval()
     return network, card

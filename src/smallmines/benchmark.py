@@ -1,0 +1,198 @@
+"""Compare models: train and evaluate several configurations on one split with the same seeds.
+
+:func:`benchmark` runs every configuration with every seed (``out/{config}/seed{N}/``, each a normal
+run folder with ``evaluation/{split}``), checks that all runs used the same split, and writes one
+comparison table like the SmallMinesDS paper's (model, bands, parameters, training time, mining IoU,
+mean IoU, F1; mean ± standard deviation over seeds)::
+
+    out/benchmark.md    the table in Markdown
+    out/benchmark.csv   the same numbers (mean and std columns)
+    out/runs.csv        one row per configuration and seed
+
+Runs whose evaluation already exists are reused, so an interrupted benchmark continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smallmines.config import Config, load_config
+from smallmines.errors import ConfigError
+from smallmines.evaluation import evaluate
+
+logger = logging.getLogger(__name__)
+SCORES = ("iou_mining", "miou", "f1_mining", "precision_mining", "recall_mining")
+TABLE_COLUMNS = ("config", "model", "bands", "channels", "params", "train_s", "epochs", "seeds",
+                 *(f"{s}_{stat}" for s in SCORES for stat in ("mean", "std")))
+
+
+@dataclass
+class BenchmarkResult:
+    """What :func:`benchmark` produced.
+
+    Attributes:
+        table: one row per configuration (:data:`TABLE_COLUMNS`).
+        runs: one row per configuration and seed.
+        markdown: the comparison table as Markdown.
+        out: the benchmark folder.
+    """
+
+    table: list[dict[str, Any]]
+    runs: list[dict[str, Any]] = field(repr=False)
+    markdown: str = field(repr=False)
+    out: Path
+
+
+def _model_label(config: Config) -> str:
+    args = config.model.args
+    detail = args.get("encoder") or (f"{args['size']}M" if "size" in args else None)
+    if config.model.name == "twostream":
+        detail = f"{args.get('encoder', 'resnet34')} + {args.get('aux_encoder', 'resnet18')}"
+    return f"{config.model.name} ({detail})" if detail else config.model.name
+
+
+def _run_one(config: Config, seed: int, run_dir: Path, split: str, progress: bool) -> dict[str, Any]:
+    from smallmines.training import fit
+
+    metrics_path = run_dir / "evaluation" / split / "metrics.json"
+    summary_path = run_dir / "train_summary.json"
+    if metrics_path.is_file() and summary_path.is_file():
+        logger.info("reusing %s", run_dir)
+    else:
+        resume = (run_dir / "checkpoints" / "last.ckpt").is_file() or (run_dir / "model.pt").is_file()
+        if resume and (run_dir / "model.pt").is_file():
+            logger.info("evaluating the finished run %s", run_dir)
+        else:
+            fit(config, out=run_dir, resume=resume, progress=progress)
+        evaluate(run_dir / "model.pt", split=split)
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    overall = json.loads(metrics_path.read_text(encoding="utf-8"))["overall"]
+    return {
+        "config": config.name, "seed": seed, "model": _model_label(config), "bands": config.data.bands,
+        "channels": len(summary["channels"]), "params": summary["params"], "train_s": summary["seconds"],
+        "epochs": summary["epochs"], "threshold": summary["threshold"], "split_hash": summary["split_hash"],
+        **{s: overall.get(s) for s in SCORES}, "run_dir": str(run_dir),
+    }
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float, float]:
+    clean = [v for v in values if v is not None and not math.isnan(v)]
+    if not clean:
+        return math.nan, math.nan
+    return statistics.fmean(clean), statistics.stdev(clean) if len(clean) > 1 else 0.0
+
+
+def _aggregate(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    table = []
+    for name in dict.fromkeys(r["config"] for r in runs):
+        rows = [r for r in runs if r["config"] == name]
+        first = rows[0]
+        row = {k: first[k] for k in ("config", "model", "bands", "channels", "params")}
+        row.update(train_s=statistics.fmean(r["train_s"] for r in rows),
+                   epochs=statistics.fmean(r["epochs"] for r in rows), seeds=len(rows))
+        for score in SCORES:
+            row[f"{score}_mean"], row[f"{score}_std"] = _mean_std([r[score] for r in rows])
+        table.append(row)
+    return table
+
+
+def _pm(mean: float, std: float, seeds: int) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if seeds > 1 else f"{100 * mean:.2f}"
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e6:.1f} M" if n >= 1e5 else f"{n / 1e3:.1f} k"
+
+
+def to_markdown(table: Sequence[Mapping[str, Any]], split: str, seeds: Sequence[int]) -> str:
+    """The comparison table (scores in %, mean ± std over seeds)."""
+    lines = [f"# Benchmark on `{split}` (seeds {', '.join(map(str, seeds))})", "",
+             "| Model | Bands | Params | Train time | Mining IoU | mIoU | F1 (mining) | Precision | Recall |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in table:
+        scores = [_pm(row[f"{s}_mean"], row[f"{s}_std"], row["seeds"]) for s in SCORES]
+        lines.append(f"| {row['model']} | {row['bands']} ({row['channels']}) | {_params(row['params'])} | "
+                     f"{row['train_s']:.0f} s | " + " | ".join(scores) + " |")
+    lines += ["", "Scores in % on the test split, threshold chosen on validation; "
+              "node count for the LightGBM baseline in Params.", ""]
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def benchmark(
+    configs: Iterable[str | Path | Config | Mapping[str, Any]],
+    seeds: Sequence[int] = (0,),
+    *,
+    data: str | Path | None = None,
+    out: str | Path = "runs/benchmark",
+    overrides: Iterable[str] | Mapping[str, Any] | None = None,
+    split: str = "test",
+    progress: bool = False,
+) -> BenchmarkResult:
+    """Train and evaluate every configuration with every seed; write the comparison table.
+
+    Args:
+        configs: presets, YAML paths, dicts or :class:`~smallmines.config.Config` objects.
+        seeds: training seeds (weights, batch order, augmentation); the split seed stays fixed.
+        data: dataset for every run (overrides ``data.root``).
+        out: benchmark folder.
+        overrides: ``section.key=value`` strings applied to every configuration.
+        split: split to score (``test``).
+        progress: Lightning progress bars.
+
+    Returns:
+        The table, per-run rows and Markdown.
+
+    Raises:
+        ConfigError: two configurations share a name, or the runs did not use the same split.
+    """
+    overrides = list(overrides or []) if not isinstance(overrides, Mapping) else overrides
+    resolved = []
+    for source in configs:
+        config = load_config(source, overrides)
+        if data is not None:
+            config.data.root = str(data)
+        resolved.append(config)
+    names = [c.name for c in resolved]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"configurations need distinct names to share a benchmark folder; got {names}")
+    if not resolved or not seeds:
+        raise ConfigError("benchmark needs at least one configuration and one seed")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for config in resolved:
+        for seed in seeds:
+            run_config = load_config(config, {"train": {"seed": int(seed)}})
+            runs.append(_run_one(run_config, int(seed), out / config.name / f"seed{seed}", split, progress))
+    hashes = {r["split_hash"] for r in runs}
+    if len(hashes) > 1:
+        detail = ", ".join(f"{r['config']}/seed{r['seed']}={r['split_hash']}" for r in runs)
+        raise ConfigError(f"runs used different splits ({detail}); give every configuration the same data.splits, "
+                          "data.split_seed, data.val_fraction and data.years")
+    table = _aggregate(runs)
+    markdown = to_markdown(table, split, seeds)
+    (out / ".benchmark.md.tmp").write_text(markdown, encoding="utf-8")
+    os.replace(out / ".benchmark.md.tmp", out / "benchmark.md")
+    _write_csv(out / "benchmark.csv", table, TABLE_COLUMNS)
+    _write_csv(out / "runs.csv", runs, list(runs[0]))
+    return BenchmarkResult(table, runs, markdown, out)
