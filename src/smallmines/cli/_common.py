@@ -19,9 +19,10 @@ out = Console()
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Route library logging through rich (INFO, or DEBUG with ``--verbose``)."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+    """Route logging through rich: smallmines at INFO (DEBUG with ``--verbose``), other libraries at WARNING."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)], force=True)
+    logging.getLogger("smallmines").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 @contextmanager

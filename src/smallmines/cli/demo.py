@@ -14,11 +14,11 @@ from smallmines.cli._common import api_errors, console, out, setup_logging
 
 def demo(
     folder: Annotated[Path, typer.Argument(help="Folder for everything the demo writes.")] = Path("demo"),
-    tiles: Annotated[int, typer.Option(help="Synthetic patches per year.")] = 192,
+    tiles: Annotated[int, typer.Option(help="Synthetic patches per year.")] = 128,
     scene_size: Annotated[int, typer.Option(help="Pixels per side of the synthetic scenes.")] = 1024,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
 ) -> None:
-    """Synthesise SmallMinesDS, check it, compute statistics and preview it (more steps as they land)."""
+    """Synthesise SmallMinesDS, train, evaluate, map two years, measure change and write a report."""
     from smallmines.demo import run_demo
 
     setup_logging()
@@ -29,7 +29,7 @@ def demo(
     for key, value in result.headline.items():
         table.add_row(key, json.dumps(value) if not isinstance(value, str) else value)
     table.add_row("preview", str(result.preview))
-    table.add_row("statistics", str(result.stats))
+    table.add_row("report", str(result.report))
     out.print(table)
 
 
