@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -93,7 +94,7 @@ def train(
     if list_presets:
         table = Table("preset", "description")
         for name, description in presets().items():
-            table.add_row(name, description)
+            table.add_row(name, escape(description))
         out.print(table)
         return
     with api_errors():
