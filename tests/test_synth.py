@@ -313,4 +313,7 @@ def test_scene_statistics_resemble_the_dataset(scene768: dict, patches64: dict) 
         tiles = images[:, b][images[:, b] != IMAGE_NODATA]
         # one 7.7 km scene is one place and one haze: close to the dataset, not equal
         assert abs(scene[b].mean() - tiles.mean()) < 1.5 * tiles.std(), band
-        assert 0.4 * tiles.std() < scene[b].std() < 2.5 * tiles.std(), band
+        # the DEM's spread is mostly regional (absolute elevation carries little per pixel), so one
+        # scene samples less of it than tiles scattered over the whole world
+        low = 0.3 if band == "dem" else 0.4
+        assert low * tiles.std() < scene[b].std() < 2.5 * tiles.std(), band

@@ -17,11 +17,16 @@ Terrain (band ``dem``, metres, the same in every year)
     Streams of three orders are the zero contours of noise fields with wavelengths of about 2.4, 7
     and 22 km; the distance to each is estimated as ``|f| / |grad f|``. Flat-floored valleys are
     carved along them into a rolling plateau, with hills in between, so every stream runs on a
-    valley floor. Elevations span roughly 50-330 m, as in the Copernicus DEM of the region.
+    valley floor. Elevations span roughly 50-330 m, as in the Copernicus DEM of the region; the
+    regional undulation of the plateau (tens of kilometres, about 60 m) is larger than the valley
+    depths, so a valley floor is low only relative to its surroundings, not in absolute terms.
 
 Land cover
     Moist forest and cocoa agroforest dominate. Farmland clusters away from valley floors; in the
-    January dry season many of its fields are harvested or burnt bare soil. Settlements grow along
+    January dry season many of its fields are harvested or burnt bare soil: small fields (about
+    90 m) of the same soil as the mining pits, with the same stubble or regrowth, mixed edges and
+    S1 roughness, and a few dugouts and borrow pits holding the same turbid water as mining ponds.
+    Settlements grow along
     laterite roads (thin lines, zero contours of two more noise fields); rivers of the two larger
     orders are open water, turbid where mining is active, with sand bars along the largest. Fallow
     and regrowth form scrub.
@@ -37,13 +42,16 @@ Mining (mask value 1)
 Signals and confusers
     Sentinel-2 L2A reflectance x 10000 is a linear mixture of endmember spectra, calibrated so the
     dataset's band statistics match the real January (dry season, hazy) composites, with texture,
-    vegetation vigour, terrain shading, a per-year haze field and sensor noise. Bare fields,
-    laterite roads, settlements and sand bars resemble mining soil, and turbid rivers resemble
-    mining ponds, so optical bands alone make clear errors. Sentinel-1 RTC backscatter (dB,
-    speckle filtered) is mixed in linear power: mining soil is darker and far rougher than bare
-    fields, ponds are dark, settlements bright. The DEM places mining on valley floors next to
-    streams. The 20 m bands (red edge, B8A, SWIR, and S1) are constant over aligned 2 x 2 blocks,
-    like 20 m pixels resampled to the 10 m grid.
+    vegetation vigour, terrain shading, a per-year haze field and sensor noise. Sentinel-1 RTC
+    backscatter (dB, speckle filtered) is mixed in linear power: bare soil is dark and rough,
+    ponds and rivers dark, settlements bright. Per pixel, mining is genuinely ambiguous: a mining
+    pit and a bare field are drawn from the same soil/regrowth/pond mixture in all 13 bands (S1
+    included), mining ponds look like turbid rivers and dugouts, laterite roads, settlements and
+    sand bars resemble bare soil, and the absolute elevation overlaps. What tells mining apart is
+    context, as in real ASGM mapping: irregular blobs strung along streams on valley floors (low
+    relative to the surrounding DEM), clustered turbid ponds, turbid rivers next to them, against
+    small patchy fields on farmland uplands. The 20 m bands (red edge, B8A, SWIR, and S1) are
+    constant over aligned 2 x 2 blocks, like 20 m pixels resampled to the 10 m grid.
 
 Dataset patches are 128 x 128 tiles picked on a gapped grid over the world so that, like the real
 dataset, mining is over-represented: tiles without, with a little and with a lot of mining. A few
@@ -102,7 +110,7 @@ HALO = 2
 # ---------------------------------------------------------------------------------------------
 
 FIELDS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "plateau": ((2500.0, 700.0), (45.0, 10.0)),  # metres: regional and local undulation
+    "plateau": ((2500.0, 700.0), (50.0, 25.0)),  # metres: regional and local undulation
     "hills": ((160.0, 60.0), (1.0, 0.35)),
     "dem-noise": ((3.0,), (1.0,)),
     "district": ((1800.0, 600.0), (1.0, 0.5)),  # where mining is active
@@ -188,6 +196,10 @@ FARM_LEVEL = 0.55
 FARM_EXPANSION = 0.25
 FARM_FLOOR_AVOIDANCE = 1.2
 BARE_FIELD_LEVEL = 0.45
+BARE_FIELD_SOFTNESS = 0.5
+"""Fields noise range over which a farm pixel goes from crop to bare soil (mixed edge pixels)."""
+DUGOUT_LEVEL = 1.6
+"""Pond potential (without the pull of streams) above which bare fields hold dugouts and pits."""
 SETTLEMENT_LEVEL = 2.7
 SETTLEMENT_EXPANSION = 0.15
 SETTLEMENT_FLOOR_AVOIDANCE = 1.5
@@ -208,15 +220,15 @@ SPECTRA = np.array([
     # blue green  red   re1   re2   re3   nir   b8a swir1 swir2    vv     vh
     [1390, 1550, 1450, 1810, 3000, 3480, 3700, 3980, 2950, 1960, -7.0, -13.0],   # forest
     [1480, 1790, 1820, 2190, 2950, 3350, 3600, 3830, 3470, 2520, -8.5, -14.8],   # farm
-    [1740, 2210, 2600, 2710, 2900, 3080, 3250, 3450, 4000, 3300, -9.0, -16.0],   # bare
+    [1750, 2230, 2630, 2720, 2890, 3060, 3220, 3420, 3970, 3320, -10.5, -17.5],  # bare
     [1860, 2250, 2510, 2490, 2700, 2850, 3000, 3130, 3790, 3130, -3.0, -10.5],   # settlement
     [1810, 2250, 2720, 2740, 2850, 2950, 3050, 3180, 3990, 3330, -10.0, -17.5],  # road
     [1410, 1440, 1270, 1150, 1150, 1120, 1100, 1080, 1030, 1050, -21.0, -27.5],  # water
     [1610, 1950, 2140, 1880, 1750, 1650, 1600, 1580, 1340, 1250, -19.5, -26.5],  # turbid
     [1960, 2540, 2820, 2860, 2950, 3050, 3200, 3330, 4200, 3480, -15.0, -23.0],  # sand
     [1480, 1740, 1700, 2060, 2950, 3350, 3550, 3830, 3370, 2370, -7.8, -14.0],   # scrub
-    [1760, 2250, 2660, 2740, 2890, 3050, 3200, 3400, 3940, 3330, -11.5, -18.5],  # mine
-    [1660, 2160, 2390, 2060, 1900, 1800, 1750, 1730, 1500, 1350, -20.0, -27.0],  # pond
+    [1750, 2230, 2630, 2720, 2890, 3060, 3220, 3420, 3970, 3320, -10.5, -17.5],  # mine
+    [1610, 1950, 2140, 1880, 1750, 1650, 1600, 1580, 1340, 1250, -19.5, -26.5],  # pond
 ], dtype=np.float32)
 """Endmember values as delivered (January composites, haze included)."""
 S2_COUNT = 10
@@ -225,9 +237,9 @@ TEXTURE_S2 = np.array([0.03, 0.06, 0.10, 0.12, 0.06, 0.03, 0.04, 0.06, 0.05, 0.1
 """Relative brightness texture of each endmember."""
 TEXTURE_WHITE = 0.8
 """Weight of pixel noise (against the ``texture`` field) in the brightness texture."""
-TEXTURE_S1_DB = np.array([0.7, 1.0, 1.0, 2.5, 1.0, 1.0, 1.0, 1.2, 0.9, 2.8, 1.2], dtype=np.float32)
+TEXTURE_S1_DB = np.array([0.7, 1.0, 2.5, 2.5, 1.0, 1.0, 1.0, 1.2, 0.9, 2.5, 1.2], dtype=np.float32)
 """Backscatter texture (dB) of each endmember: mining pits and spoil heaps are rough."""
-VEGETATION = np.array([1.0, 0.8, 0.1, 0.1, 0.0, 0.0, 0.0, 0.0, 0.9, 0.05, 0.0], dtype=np.float32)
+VEGETATION = np.array([1.0, 0.8, 0.05, 0.1, 0.0, 0.0, 0.0, 0.0, 0.9, 0.05, 0.0], dtype=np.float32)
 VIGOUR_SPECTRUM = np.array([-40, -30, -70, -20, 50, 65, 80, 80, -80, -70], dtype=np.float32)
 """S2 change per unit of vegetation vigour noise: denser canopy, darker visible, brighter NIR."""
 PATH_RADIANCE = np.array([1100, 1100, 1000, 900, 700, 600, 550, 520, 400, 300], dtype=np.float32)
@@ -555,7 +567,8 @@ class _Cover:
 
     kind: np.ndarray
     turbidity: np.ndarray
-    mine: np.ndarray
+    dug: np.ndarray
+    """Fraction of dug or bare soil: mining sites and bare fields alike (only the mask differs)."""
     pond: np.ndarray
     regrowth: np.ndarray
     mask: np.ndarray
@@ -563,9 +576,9 @@ class _Cover:
     def mix(self, values: np.ndarray) -> np.ndarray:
         """Mix per-endmember ``values`` ``(E,)`` or ``(B, E)`` into ``(h, w)`` or ``(B, h, w)``.
 
-        Water blends clear and turbid water; mining fractions blend bare soil (with some regrowth)
-        and ponds over the background class. Gathers and elementwise arithmetic (no BLAS) keep
-        every pixel bit-identical in any window.
+        Water blends clear and turbid water; dug fractions (mining and bare fields alike) blend
+        bare soil (with some regrowth) and ponds over the background class. Gathers and
+        elementwise arithmetic (no BLAS) keep every pixel bit-identical in any window.
         """
         at = values[..., None, None]
         base = np.take(values, self.kind, axis=-1)
@@ -573,7 +586,7 @@ class _Cover:
         base = np.where(self.kind == WATER, water, base)
         soil = at[..., MINE, :, :] * (1 - self.regrowth) + at[..., SCRUB, :, :] * self.regrowth
         mined = soil * (1 - self.pond) + at[..., POND, :, :] * self.pond
-        return base * (1 - self.mine) + mined * self.mine
+        return base * (1 - self.dug) + mined * self.dug
 
 
 def _cover(ground: _Ground, seed: int, year: int) -> _Cover:
@@ -586,7 +599,6 @@ def _cover(ground: _Ground, seed: int, year: int) -> _Cover:
     kind = np.full((grid.height, grid.width), FOREST, dtype=np.intp)
     kind[(ground.fallow > SCRUB_LEVEL) | abandoned] = SCRUB
     kind[farm] = FARM
-    kind[farm & (_field(grid, seed, "fields", year) > BARE_FIELD_LEVEL)] = BARE
     kind[ground.sand] = SAND
     kind[settled] = SETTLEMENT
     kind[ground.road] = ROAD
@@ -596,12 +608,16 @@ def _cover(ground: _Ground, seed: int, year: int) -> _Cover:
     active = ~(ground.river | ground.road | settled | abandoned)
     edge = np.clip((potential - MINING_THRESHOLD) / MINING_EDGE_SOFTNESS + 0.5, 0, 1)
     mine = np.where(active, edge, 0).astype(np.float32)
+    # bare fields: the same soil, stubble and dugouts as mining, on farmland away from the floors
+    fields = (_field(grid, seed, "fields", year) - BARE_FIELD_LEVEL) / BARE_FIELD_SOFTNESS + 0.5
+    bare = np.where(farm & (kind == FARM), np.clip(fields, 0, 1), 0).astype(np.float32)
     pull, reach = POND_STREAM_PULL
-    ponds = (_field(grid, seed, "pond") + _field(grid, seed, "pond-year", year)
-             + pull * np.exp(-ground.terrain.streams.min(axis=0) / reach))
+    ponds = _field(grid, seed, "pond") + _field(grid, seed, "pond-year", year)
+    mining_ponds = ponds + pull * np.exp(-ground.terrain.streams.min(axis=0) / reach) - POND_LEVEL
+    pond = np.where(mine >= bare, mining_ponds, ponds - DUGOUT_LEVEL)
     regrowth = np.clip(_field(grid, seed, "regrowth", year) - REGROWTH_LEVEL, 0, REGROWTH_MAX)
     mask = (active & (potential > MINING_THRESHOLD)).astype(np.uint8)
-    return _Cover(kind, turbidity, mine, np.clip(ponds - POND_LEVEL, 0, 1), regrowth, mask)
+    return _Cover(kind, turbidity, np.maximum(mine, bare), np.clip(pond, 0, 1), regrowth, mask)
 
 
 def _sentinel2(ground: _Ground, cover: _Cover, seed: int, year: int,
