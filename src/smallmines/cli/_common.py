@@ -20,8 +20,12 @@ out = Console()
 
 def setup_logging(verbose: bool = False) -> None:
     """Route logging through rich: smallmines at INFO (DEBUG with ``--verbose``), other libraries at WARNING."""
+    handler = RichHandler(console=console, show_path=False)
+    # Lightning prints its own INFO lines through its own handler; do not print them twice.
+    handler.addFilter(lambda record: verbose or record.levelno >= logging.WARNING
+                      or not record.name.startswith("lightning"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)], force=True)
+                        handlers=[handler], force=True)
     logging.getLogger("smallmines").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
