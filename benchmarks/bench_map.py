@@ -98,8 +98,8 @@ def _models(folder: Path, tile: Path) -> tuple[Path, Path]:
 
     from smallmines.bands import BAND_NAMES
     from smallmines.data.stats import BandStats
-    from smallmines.export import export_onnx
-    from smallmines.models import ModelCard, build_model, save_model
+    from smallmines.models.export import export_onnx
+    from smallmines.models.registry import ModelCard, build_model, save_model
 
     pt, onnx = folder / "model.pt", folder / "model.onnx"
     if not pt.is_file():
@@ -114,7 +114,7 @@ def _models(folder: Path, tile: Path) -> tuple[Path, Path]:
 
 def run_one(config: dict) -> dict:
     """Map one scene in this process; returns throughput and peak memory."""
-    from smallmines.mapping import map_scene
+    from smallmines.mapping.mapper import map_scene
 
     kwargs = {k: config[k] for k in ("window", "overlap", "batch_size", "device", "precision", "threads", "readers")
               if config.get(k) is not None}

@@ -8,7 +8,7 @@ Both paths are timed on the same machine, interleaved, for:
 
 - ``data``: producing normalised, augmented batches only (no model);
 - ``step``: data plus forward, backward and optimiser step of the same network;
-- ``fit``: one epoch of ``smallmines.training.fit`` (Lightning included), as ``train_patches_per_s``.
+- ``fit``: one epoch of ``smallmines.training.trainer.fit`` (Lightning included), as ``train_patches_per_s``.
 
 Usage::
 
@@ -34,9 +34,9 @@ from torch.utils.data import DataLoader
 import smallmines
 from smallmines.bands import parse_bands
 from smallmines.data.dataset import SmallMinesDS
-from smallmines.datamodule import DeviceBatches, SmallMinesDataModule
-from smallmines.losses import CombinedLoss
-from smallmines.models import build_model
+from smallmines.models.registry import build_model
+from smallmines.training.datamodule import DeviceBatches, SmallMinesDataModule
+from smallmines.training.losses import CombinedLoss
 
 SECTION = "## Training throughput"
 
@@ -92,7 +92,7 @@ def throughput(batches, steps: int, device: torch.device, model=None, optimizer=
 
 def fit_epoch(root: Path, args: argparse.Namespace) -> float:
     """``train_patches_per_s`` of the second epoch of a real ``fit`` run."""
-    from smallmines.training import fit
+    from smallmines.training.trainer import fit
 
     with tempfile.TemporaryDirectory() as tmp:
         result = fit("unet-r34-all13", [f"data.root={root}", f"data.bands={args.bands}",
@@ -124,7 +124,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     root = args.data
     if root is None:
-        from smallmines.synth import synthesize_dataset
+        from smallmines.data.synth.patches import synthesize_dataset
 
         root = synthesize_dataset(Path(tmp.name) / "synth", tiles=32, seed=0)
     start = time.perf_counter()

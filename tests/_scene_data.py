@@ -21,7 +21,7 @@ from torch import nn
 
 from smallmines.bands import BAND_NAMES, IMAGE_NODATA, compute_channels
 from smallmines.data.stats import compute_stats
-from smallmines.models import ModelCard, build_model, register_model, save_model
+from smallmines.models.registry import ModelCard, build_model, register_model, save_model
 
 CRS = "EPSG:32630"
 ORIGIN = (600_000.0, 700_000.0)

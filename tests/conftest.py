@@ -1,6 +1,6 @@
 """Shared fixtures: small synthetic SmallMinesDS copies, a tiny scene, and ways to break a dataset.
 
-Session-scoped datasets are built once per test run with :mod:`smallmines.synth` and must be treated
+Session-scoped datasets are built once per test run with :mod:`smallmines.data.synth` and must be treated
 as read-only; a test that modifies data copies it first (the ``broken`` fixture does).
 """
 
@@ -20,7 +20,7 @@ from smallmines.data.layout import PatchRef, discover, split_csv_name
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 16-tile synthetic SmallMinesDS folder (both years, country code, split CSVs), seed 0."""
-    from smallmines.synth import synthesize_dataset
+    from smallmines.data.synth.patches import synthesize_dataset
 
     return synthesize_dataset(tmp_path_factory.mktemp("synth_root"), tiles=16, seed=0)
 
@@ -28,7 +28,7 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def synth_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same dataset as ``synth_root`` in the published zip form (``SmallMinesDS.zip``)."""
-    from smallmines.synth import synthesize_dataset
+    from smallmines.data.synth.patches import synthesize_dataset
 
     return synthesize_dataset(tmp_path_factory.mktemp("synth_zip"), tiles=16, seed=0, zip=True)
 
@@ -36,7 +36,7 @@ def synth_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def synth_nocountry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 16-tile dataset whose file names carry no country code (``IMG_0001_2016.tif``)."""
-    from smallmines.synth import synthesize_dataset
+    from smallmines.data.synth.patches import synthesize_dataset
 
     return synthesize_dataset(tmp_path_factory.mktemp("synth_nocountry"), tiles=16, seed=0, country=None)
 
@@ -44,7 +44,7 @@ def synth_nocountry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def synth_scene(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A tiny 512 x 512 scene for both years: ``{year: {"stacked", "truth", "s2_10m", ...: Path}}``."""
-    from smallmines.synth import synthesize_scene
+    from smallmines.data.synth.scenes import synthesize_scene
 
     return synthesize_scene(tmp_path_factory.mktemp("synth_scene"), size=512, seed=0)
 
@@ -52,7 +52,7 @@ def synth_scene(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-tile dataset (8 patches) to copy and break; never modify it in place."""
-    from smallmines.synth import synthesize_dataset
+    from smallmines.data.synth.patches import synthesize_dataset
 
     return synthesize_dataset(tmp_path_factory.mktemp("synth_small"), tiles=4, seed=1)
 

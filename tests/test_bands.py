@@ -4,15 +4,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smallmines.bands import (
-    BAND_NAMES,
-    GROUPS,
-    INDICES,
-    band_index,
-    compute_channels,
-    parse_bands,
-    required_bands,
-)
+from smallmines.bands import BAND_NAMES, GROUPS, INDICES, band_index, compute_channels, parse_bands, required_bands
 from smallmines.errors import BandError, SmallminesError
 
 ALL_NAMES = sorted({*BAND_NAMES, *GROUPS, *INDICES, "B2", "B8A", "b11", "VV", "elevation"})

@@ -20,9 +20,9 @@ import rasterio
 from PIL import Image
 from rasterio.transform import from_origin
 
-from smallmines.change import compare_maps
-from smallmines.figures import CHANGE_COLOURS, hex_to_rgba
-from smallmines.report import build_report
+from smallmines.analysis.change import compare_maps
+from smallmines.report.build import build_report
+from smallmines.report.figures import CHANGE_COLOURS, hex_to_rgba
 
 CRS = "EPSG:32630"
 X0, Y0 = 620_000.0, 720_000.0

@@ -16,19 +16,13 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from shapely.geometry import box
 from typer.testing import CliRunner
 
-from smallmines.change import (
-    CHANGE_NODATA,
-    ChangeClass,
-    ChangeError,
-    MapNotFoundError,
-    change_classes,
-    compare_maps,
-    dataset_change,
-    growth,
-    read_binary_map,
-)
-from smallmines.errors import DataFormatError
-from smallmines.figures import CHANGE_COLOURS, downsample_classes, hex_to_rgba
+from smallmines.analysis.areas import change_classes, growth
+from smallmines.analysis.change import compare_maps
+from smallmines.analysis.maps import read_binary_map
+from smallmines.analysis.tiles import dataset_change
+from smallmines.errors import ChangeError, DataFormatError, MapNotFoundError
+from smallmines.legend import CHANGE_NODATA, ChangeClass
+from smallmines.report.figures import CHANGE_COLOURS, downsample_classes, hex_to_rgba
 
 CRS = "EPSG:32630"
 X0, Y0 = 600_000.0, 700_000.0  # upper-left corner, UTM 30N (southern Ghana)

@@ -13,11 +13,11 @@ from torchmetrics.classification import BinaryF1Score, BinaryJaccardIndex, Binar
 from smallmines.bands import parse_bands
 from smallmines.data.dataset import PatchSource
 from smallmines.data.splits import share_bin
-from smallmines.datamodule import SmallMinesDataModule
 from smallmines.errors import ConfigError
-from smallmines.evaluation import evaluate, select_threshold
-from smallmines.metrics import SegmentationMetrics, ThresholdSweep, confusion_counts, scores
-from smallmines.models import ModelCard
+from smallmines.models.registry import ModelCard
+from smallmines.training.datamodule import SmallMinesDataModule
+from smallmines.training.evaluation import evaluate, select_threshold
+from smallmines.training.metrics import SegmentationMetrics, ThresholdSweep, confusion_counts, scores
 
 
 def test_scores_by_hand():

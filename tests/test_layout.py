@@ -9,15 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smallmines.data.io import read_image, read_info, read_mask, read_patch
-from smallmines.data.layout import (
-    PatchKey,
-    discover,
-    find_split_files,
-    image_name,
-    mask_name,
-    parse_name,
-    read_text,
-)
+from smallmines.data.layout import PatchKey, discover, find_split_files, image_name, mask_name, parse_name, read_text
 from smallmines.errors import CorruptFileError, DataFormatError, DatasetNotFoundError
 
 

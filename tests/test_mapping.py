@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 from smallmines.bands import BAND_NAMES, IMAGE_NODATA, compute_channels, parse_bands
 from smallmines.cli import app
 from smallmines.errors import BandError, SceneMismatchError
-from smallmines.mapping import map_scene
-from smallmines.models import load_model
-from smallmines.windows import pad_to_multiple, pad_window
+from smallmines.mapping.mapper import map_scene
+from smallmines.mapping.windows import pad_to_multiple, pad_window
+from smallmines.models.registry import load_model
 
 H, W = 256, 320
 TILING = {"window": 128, "overlap": 64, "block": 192, "min_area_ha": 0.0}

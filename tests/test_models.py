@@ -11,11 +11,21 @@ import pytest
 import torch
 
 from smallmines.bands import parse_bands
-from smallmines.config import list_presets, load_config
 from smallmines.data.stats import BandStats
 from smallmines.errors import CheckpointError, ConfigError, OptionalDependencyError
-from smallmines.models import (MODELS, ModelCard, PixelGBM, build_model, count_parameters, freeze_encoder,
-                               is_optical, load_model, mining_probability, register_model, save_model)
+from smallmines.models.networks import is_optical, mining_probability
+from smallmines.models.pixel import PixelGBM
+from smallmines.models.registry import (
+    MODELS,
+    ModelCard,
+    build_model,
+    count_parameters,
+    freeze_encoder,
+    load_model,
+    register_model,
+    save_model,
+)
+from smallmines.training.config import list_presets, load_config
 
 ALL13 = parse_bands("all")
 

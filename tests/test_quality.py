@@ -18,8 +18,8 @@ import time
 import pytest
 import torch
 
-from smallmines.evaluation import evaluate
-from smallmines.training import fit
+from smallmines.training.evaluation import evaluate
+from smallmines.training.trainer import fit
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ class _Random(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    from smallmines.synth import synthesize_dataset
+    from smallmines.data.synth.patches import synthesize_dataset
 
     root = synthesize_dataset(tmp_path_factory.mktemp("quality_data"), tiles=48, seed=0)
     runs = tmp_path_factory.mktemp("quality_runs")

@@ -19,10 +19,11 @@ from rasterio.warp import transform_bounds
 from shapely.geometry import box
 from typer.testing import CliRunner
 
-from smallmines.change import compare_maps
+from smallmines.analysis.change import compare_maps
 from smallmines.errors import SmallminesError
-from smallmines.figures import CHANGE_COLOURS, hex_to_rgba
-from smallmines.report import build_report, find_inputs
+from smallmines.report.build import build_report
+from smallmines.report.figures import CHANGE_COLOURS, hex_to_rgba
+from smallmines.report.inputs import find_inputs
 
 CRS = "EPSG:32630"
 X0, Y0 = 620_000.0, 720_000.0
@@ -72,7 +73,7 @@ def write_training(run: Path, data: Path, ids: list[str]) -> None:
 
     from smallmines.bands import BAND_NAMES
     from smallmines.data.stats import BandStats
-    from smallmines.models import ModelCard, build_model, save_model
+    from smallmines.models.registry import ModelCard, build_model, save_model
 
     (run / "config.yaml").write_text(f"data:\n  root: {data}\n  bands: all\nmodel:\n  name: unet-lite\n")
     (run / "train_summary.json").write_text(json.dumps({"seconds": 90.0, "epochs": 3, "best_epoch": 2,

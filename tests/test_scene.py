@@ -13,17 +13,9 @@ from rasterio.transform import from_origin
 from smallmines.bands import BAND_NAMES, parse_bands
 from smallmines.data.stats import BandStats
 from smallmines.errors import BandError, ConfigError, CorruptFileError, SceneMismatchError
-from smallmines.scene import (
-    aoi_mask,
-    aoi_region,
-    compare_to_training,
-    enforce,
-    identify_bands,
-    load_aoi,
-    open_scene,
-    parse_scale,
-)
-from smallmines.windows import Span
+from smallmines.mapping.guards import compare_to_training, enforce
+from smallmines.mapping.scene import aoi_mask, aoi_region, identify_bands, load_aoi, open_scene, parse_scale
+from smallmines.mapping.windows import Span
 
 H = W = 96
 

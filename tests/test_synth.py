@@ -11,8 +11,8 @@ import pytest
 import rasterio
 from affine import Affine
 
-from smallmines import synth
 from smallmines.bands import BAND_NAMES, IMAGE_NODATA, MASK_NODATA
+from smallmines.data import synth
 from smallmines.data.layout import discover, split_csv_name
 from smallmines.errors import ConfigError
 

@@ -13,14 +13,19 @@ from typer.testing import CliRunner
 
 from smallmines.bands import parse_bands
 from smallmines.cli import app
-from smallmines.config import load_config, parse_overrides
 from smallmines.data.dataset import SmallMinesDS
-from smallmines.datamodule import (AUGMENT_CODES, DeviceBatches, SmallMinesDataModule, augment_batch,
-                                   normalize_batch)
 from smallmines.errors import CheckpointError, ConfigError
-from smallmines.losses import CombinedLoss
-from smallmines.models import load_model
-from smallmines.training import fit
+from smallmines.models.registry import load_model
+from smallmines.training.config import load_config, parse_overrides
+from smallmines.training.datamodule import (
+    AUGMENT_CODES,
+    DeviceBatches,
+    SmallMinesDataModule,
+    augment_batch,
+    normalize_batch,
+)
+from smallmines.training.losses import CombinedLoss
+from smallmines.training.trainer import fit
 
 FAST = ["train.epochs=2", "train.batch_size=8", "model.args={widths: [8, 16]}", "optimizer.scheduler=cosine"]
 

@@ -13,7 +13,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from scipy.ndimage import label
 
-from smallmines.vector import LAYER, areas_ha, label_tile, pixel_areas_m2, polygonize, write_polygons
+from smallmines.mapping.vector import LAYER, areas_ha, label_tile, pixel_areas_m2, polygonize, write_polygons
 
 
 def _mask(seed: int = 0, shape: tuple[int, int] = (80, 120)) -> np.ndarray:

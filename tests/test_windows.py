@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smallmines.errors import ConfigError
-from smallmines.windows import (
+from smallmines.mapping.windows import (
     ALIGN,
     Span,
     add_window,

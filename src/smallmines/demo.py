@@ -56,14 +56,15 @@ def run_demo(
     Returns:
         Paths (dataset, run folder, report) and the headline numbers.
     """
-    from smallmines.change import compare_maps
+    from smallmines.analysis.change import compare_maps
     from smallmines.data.check import check_dataset
     from smallmines.data.preview import preview_grid
-    from smallmines.evaluation import evaluate
-    from smallmines.mapping import map_scene
-    from smallmines.report import build_report
-    from smallmines.synth import synthesize_dataset, synthesize_scene
-    from smallmines.training import fit
+    from smallmines.data.synth.patches import synthesize_dataset
+    from smallmines.data.synth.scenes import synthesize_scene
+    from smallmines.mapping.mapper import map_scene
+    from smallmines.report.build import build_report
+    from smallmines.training.evaluation import evaluate
+    from smallmines.training.trainer import fit
 
     say = step or logger.info
     out = Path(out)

@@ -25,8 +25,8 @@ def _print_areas(table: Any) -> None:
     import pandas as pd
     from rich.table import Table
 
-    from smallmines.change import ChangeClass
-    from smallmines.figures import CHANGE_COLOURS
+    from smallmines.legend import ChangeClass
+    from smallmines.report.figures import CHANGE_COLOURS
 
     view = Table(show_edge=False, header_style="bold")
     view.add_column("class")
@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
             if dataset is not None:
                 if map_a is not None or map_b is not None:
                     raise typer.BadParameter("give either two maps or --dataset, not both")
-                from smallmines.change import dataset_change
+                from smallmines.analysis.tiles import dataset_change
 
                 with progress_bar("reading tile pairs") as update:
                     result = dataset_change(dataset, output, year_a, year_b, figures=figures, progress=update)
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
                 return
             if map_a is None or map_b is None:
                 raise typer.BadParameter("give two maps (MAP_A MAP_B) or --dataset PATH")
-            from smallmines.change import compare_maps
+            from smallmines.analysis.change import compare_maps
 
             result = compare_maps(map_a, map_b, output, year_a, year_b, zones=zones, zone_field=zone_field,
                                   min_area_ha=min_area, figures=figures)

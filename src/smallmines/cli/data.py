@@ -65,7 +65,8 @@ def synth(
 ) -> None:
     """Write a synthetic dataset in the published SmallMinesDS layout (with split files)."""
     from smallmines.data.layout import discover
-    from smallmines.synth import synthesize_dataset, synthesize_scene
+    from smallmines.data.synth.patches import synthesize_dataset
+    from smallmines.data.synth.scenes import synthesize_scene
 
     with api_errors():
         with progress_bar("synthesising patches") as update:

@@ -69,7 +69,7 @@ def map_command(
     setup_logging(verbose)
     with api_errors():
         checkpoint, scenes = _split_inputs(inputs, onnx)
-        from smallmines.mapping import map_scene
+        from smallmines.mapping.mapper import map_scene
 
         with _km2_progress() as progress:
             result = map_scene(
@@ -129,7 +129,7 @@ def export_command(
     """Export a checkpoint to ONNX with its model card (channels, statistics, threshold) in the metadata."""
     setup_logging(verbose)
     with api_errors():
-        from smallmines.export import export_onnx
+        from smallmines.models.export import export_onnx
 
         result = export_onnx(checkpoint, output, opset=opset, check=check)
     diff = "" if result.max_abs_diff is None else f"; max probability difference from PyTorch {result.max_abs_diff:.2e}"

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         """Write one HTML file (opens offline) with the dataset, training, metrics, maps and change."""
         setup_logging(verbose)
         logging.getLogger("pyogrio").setLevel(logging.DEBUG if verbose else logging.WARNING)
-        from smallmines.report import build_report
+        from smallmines.report.build import build_report
 
         with api_errors(), progress_bar("reading the dataset") as update:
             path = build_report(run_dir, output, data=data, figures_dir=figures, title=title,

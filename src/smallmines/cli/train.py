@@ -17,7 +17,7 @@ from smallmines.cli._common import api_errors, console, out
 
 def _overrides(sets: list[str] | None, options: dict[str, Any]) -> dict[str, Any]:
     """``--set`` items, then the shortcut options that were given (``{"train.epochs": 5}``), as a nested dict."""
-    from smallmines.config import deep_merge, parse_overrides
+    from smallmines.training.config import deep_merge, parse_overrides
 
     merged = parse_overrides(sets)
     for key, value in options.items():
@@ -87,9 +87,9 @@ def train(
     list_presets: Annotated[bool, typer.Option("--list-presets", help="List presets and exit.")] = False,
 ) -> None:
     """Train a model (or fine-tune one with --init) and write a run folder."""
-    from smallmines.config import list_presets as presets
-    from smallmines.config import load_config
-    from smallmines.training import fit
+    from smallmines.training.config import list_presets as presets
+    from smallmines.training.config import load_config
+    from smallmines.training.trainer import fit
 
     if list_presets:
         table = Table("preset", "description")
@@ -141,7 +141,7 @@ def evaluate(
 ) -> None:
     """Evaluate a model: metrics overall, per year and per mining-share bin, per-patch CSV."""
     from smallmines.errors import ConfigError
-    from smallmines.evaluation import evaluate as run
+    from smallmines.training.evaluation import evaluate as run
 
     with api_errors():
         if threshold in ("card", "val"):
@@ -170,8 +170,8 @@ def benchmark(
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
 ) -> None:
     """Train and evaluate several configs on the same split and seeds; write the comparison table."""
-    from smallmines.benchmark import benchmark as run
     from smallmines.errors import ConfigError
+    from smallmines.training.benchmarking import benchmark as run
 
     with api_errors():
         try:

@@ -2,8 +2,8 @@
 
 ::
 
-    from smallmines.config import load_config
-    from smallmines.training import fit
+    from smallmines.training.config import load_config
+    from smallmines.training.trainer import fit
 
     result = fit(load_config("tiny", ["data.root=synthetic/"]), out="runs/tiny")
     print(result.summary["best_score"], result.model_path)
@@ -48,14 +48,22 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 import smallmines
-from smallmines.config import Config, load_config
 from smallmines.data.stats import BandStats
-from smallmines.datamodule import SmallMinesDataModule
 from smallmines.errors import CheckpointError, ConfigError
-from smallmines.evaluation import EvalResult, evaluate, select_threshold
-from smallmines.models import (CARD_KEY, ModelCard, PixelGBM, build_model, count_parameters, freeze_encoder,
-                               load_model, save_model)
-from smallmines.task import MONITOR, SegmentationTask
+from smallmines.models.pixel import PixelGBM
+from smallmines.models.registry import (
+    CARD_KEY,
+    ModelCard,
+    build_model,
+    count_parameters,
+    freeze_encoder,
+    load_model,
+    save_model,
+)
+from smallmines.training.config import Config, load_config
+from smallmines.training.datamodule import SmallMinesDataModule
+from smallmines.training.evaluation import EvalResult, evaluate, select_threshold
+from smallmines.training.task import MONITOR, SegmentationTask
 
 logger = logging.getLogger(__name__)
 MIXED = ("16-mixed", "bf16-mixed", "16-true", "bf16-true")
@@ -134,7 +142,7 @@ def resolve_hardware(config: Config) -> tuple[str, str]:
 
 
 def _atomic_json(path: Path, data: Mapping[str, Any]) -> None:
-    from smallmines.evaluation import _json_safe
+    from smallmines.training.evaluation import _json_safe
 
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(_json_safe(dict(data)), indent=2), encoding="utf-8")
@@ -247,7 +255,7 @@ def fit(
     """Train (or fine-tune) one model and write its run folder.
 
     Args:
-        config: a :class:`~smallmines.config.Config`, preset name, YAML path or dict.
+        config: a :class:`~smallmines.training.config.Config`, preset name, YAML path or dict.
         overrides: ``section.key=value`` strings or a nested dict applied on top.
         out: the run folder; default ``runs/{config.name}``.
         resume: continue from ``out/checkpoints/last.ckpt``.
@@ -289,7 +297,7 @@ def fit(
                           out=run_dir / "evaluation" / "init" / "test", batch_size=config.train.eval_batch_size,
                           device=device)
     if isinstance(network, PixelGBM):
-        from smallmines.baseline import fit_pixel_baseline
+        from smallmines.training.baseline import fit_pixel_baseline
 
         info = fit_pixel_baseline(network, dm, config, run_dir)
         info.update(device=platform.processor() or platform.machine(), precision="n/a")

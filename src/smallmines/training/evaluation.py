@@ -33,11 +33,18 @@ from smallmines.bands import parse_bands, required_bands
 from smallmines.data.dataset import PatchSource, resolve_split
 from smallmines.data.splits import BIN_EDGES, SPLIT_NAMES, share_bin
 from smallmines.data.stats import BandStats
-from smallmines.datamodule import SplitArrays, augment_batch, dihedral_maps, load_split, normalize_batch
 from smallmines.errors import ConfigError, SplitError
-from smallmines.metrics import (DEFAULT_THRESHOLDS, SCORE_NAMES, ThresholdSweep, confusion_counts, confusion_matrix,
-                                scores)
-from smallmines.models import ModelCard, load_model, mining_probability
+from smallmines.models.networks import mining_probability
+from smallmines.models.registry import ModelCard, load_model
+from smallmines.training.datamodule import SplitArrays, augment_batch, dihedral_maps, load_split, normalize_batch
+from smallmines.training.metrics import (
+    DEFAULT_THRESHOLDS,
+    SCORE_NAMES,
+    ThresholdSweep,
+    confusion_counts,
+    confusion_matrix,
+    scores,
+)
 
 logger = logging.getLogger(__name__)
 PATCH_COLUMNS = ("id", "year", "mining_share", "bin", "predicted_share", "valid_pixels", "tn", "fp", "fn", "tp",
@@ -111,7 +118,7 @@ def select_threshold(network: nn.Module, arrays: SplitArrays, channels: Sequence
     """The threshold that maximises mining IoU on ``arrays`` (the validation split).
 
     Args:
-        thresholds: candidates (default :data:`smallmines.metrics.DEFAULT_THRESHOLDS`); one value
+        thresholds: candidates (default :data:`smallmines.training.metrics.DEFAULT_THRESHOLDS`); one value
             just scores the split at that threshold.
 
     Returns:

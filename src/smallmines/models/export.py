@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from smallmines.errors import CheckpointError, ConfigError
-from smallmines.models import CARD_KEY, ModelCard, load_model
+from smallmines.models.registry import CARD_KEY, ModelCard, load_model
 
 logger = logging.getLogger(__name__)
 

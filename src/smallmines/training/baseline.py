@@ -2,9 +2,9 @@
 
 Training samples ``pixels_per_patch`` valid pixels from every training patch (normalised channels, as
 the networks see them), fits a binary LightGBM classifier with early stopping on pixels sampled from
-the validation split, and stores the booster inside a :class:`smallmines.models.PixelGBM`. From then
+the validation split, and stores the booster inside a :class:`smallmines.models.pixel.PixelGBM`. From then
 on the baseline is a network like the others: the threshold is chosen on validation, and
-:func:`smallmines.evaluation.evaluate` scores it with the same code and metrics.
+:func:`smallmines.training.evaluation.evaluate` scores it with the same code and metrics.
 
 Model arguments (``model.args`` of the ``pixel-lgbm`` preset) are LightGBM parameters
 (``num_leaves``, ``learning_rate``, ``min_child_samples``, ``feature_fraction``, ``num_threads``...)
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from smallmines.bands import IGNORE_INDEX
-from smallmines.config import Config
-from smallmines.datamodule import SmallMinesDataModule, SplitArrays, normalize_batch
 from smallmines.errors import ConfigError, OptionalDependencyError
-from smallmines.models import PixelGBM
+from smallmines.models.pixel import PixelGBM
+from smallmines.training.config import Config
+from smallmines.training.datamodule import SmallMinesDataModule, SplitArrays, normalize_batch
 
 logger = logging.getLogger(__name__)
 SAMPLING_KEYS = ("pixels_per_patch", "early_stopping_rounds")

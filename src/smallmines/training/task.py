@@ -9,9 +9,9 @@ import lightning as L
 import torch
 from torch import nn
 
-from smallmines.losses import CombinedLoss
-from smallmines.metrics import SegmentationMetrics
-from smallmines.models import CARD_KEY
+from smallmines.models.registry import CARD_KEY
+from smallmines.training.losses import CombinedLoss
+from smallmines.training.metrics import SegmentationMetrics
 
 MONITOR = "val_iou_mining"
 """The validation score that drives early stopping, best checkpoints and the plateau scheduler."""
@@ -23,12 +23,12 @@ class SegmentationTask(L.LightningModule):
 
     The network is injected (not built here), so the task serves every architecture; hyperparameters
     are saved without it. Checkpoints carry the model card under the key ``smallmines``, so
-    :func:`smallmines.models.load_model` reads a ``.ckpt`` as it reads a ``model.pt``.
+    :func:`smallmines.models.registry.load_model` reads a ``.ckpt`` as it reads a ``model.pt``.
 
     Args:
         network: maps ``(N, C, H, W)`` normalised channels to ``(N, 2, H, W)`` logits.
-        card: the model card as a dict (:meth:`smallmines.models.ModelCard.to_dict`).
-        loss: :class:`smallmines.losses.CombinedLoss` arguments (``terms``, ``class_weights``...).
+        card: the model card as a dict (:meth:`smallmines.models.registry.ModelCard.to_dict`).
+        loss: :class:`smallmines.training.losses.CombinedLoss` arguments (``terms``, ``class_weights``...).
         optimizer: ``name``, ``lr``, ``weight_decay``, ``momentum``, ``scheduler``, ``warmup_epochs``.
         channels_last: feed NHWC tensors (faster convolutions on GPUs).
     """

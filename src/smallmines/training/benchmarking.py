@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smallmines.config import Config, load_config
 from smallmines.errors import ConfigError
-from smallmines.evaluation import evaluate
+from smallmines.training.config import Config, load_config
+from smallmines.training.evaluation import evaluate
 
 logger = logging.getLogger(__name__)
 SCORES = ("iou_mining", "miou", "f1_mining", "precision_mining", "recall_mining")
@@ -61,7 +61,7 @@ def _model_label(config: Config) -> str:
 
 
 def _run_one(config: Config, seed: int, run_dir: Path, split: str, progress: bool) -> dict[str, Any]:
-    from smallmines.training import fit
+    from smallmines.training.trainer import fit
 
     metrics_path = run_dir / "evaluation" / split / "metrics.json"
     summary_path = run_dir / "train_summary.json"
@@ -151,7 +151,7 @@ def benchmark(
     """Train and evaluate every configuration with every seed; write the comparison table.
 
     Args:
-        configs: presets, YAML paths, dicts or :class:`~smallmines.config.Config` objects.
+        configs: presets, YAML paths, dicts or :class:`~smallmines.training.config.Config` objects.
         seeds: training seeds (weights, batch order, augmentation); the split seed stays fixed.
         data: dataset for every run (overrides ``data.root``).
         out: benchmark folder.

@@ -1,55 +1,29 @@
-"""Model registry and self-describing model files.
+"""The network definitions: smp architectures on any channels, a compact U-Net, two-stream fusion, Prithvi.
 
 Every network maps a normalised ``(N, C, H, W)`` batch to ``(N, 2, H, W)`` logits (background,
-mining); the mining probability is ``softmax(logits)[:, 1]`` (:func:`mining_probability`), which
-equals ``sigmoid(l1 - l0)``, so cross-entropy, BCE, Dice and focal losses all work on the same output.
-
-Networks are built by name from a registry (:data:`MODELS`): one entry per architecture, each a
-function with the signature ``(in_channels, channels, **kwargs) -> nn.Module``.
-
-- ``unet``, ``unetplusplus``, ``deeplabv3plus``, ``fpn``, ``segformer``, ``upernet``, ``pspnet``,
-  ``manet``, ``linknet``: segmentation-models-pytorch architectures with any of its encoders
-  (``resnet18/34/50``, ``efficientnet-b0``, ``mit_b0``, ``tu-convnext_tiny``...). With all 13 bands
-  selected these are the *early fusion* models: optical, radar and terrain channels stacked at the input.
-- ``unet-lite``: a compact classic U-Net with full-resolution skips (CPU demos, small objects).
-- ``twostream``: an optical encoder and a radar/terrain encoder whose features are concatenated and
-  fused by 1x1 convolutions at every scale before one U-Net decoder (*late*, feature-level fusion).
-- ``prithvi``: Prithvi-EO-2.0 (300M or 600M) with a UperNet decoder, through TerraTorch (optional extra
-  ``smallmines[foundation]``).
-- ``lightgbm``: a per-pixel gradient-boosting baseline wrapped as a network, so evaluation and mapping
-  treat it like any other model.
-
-Pretrained weights are never downloaded: ``encoder_weights`` (and Prithvi's ``weights``) is a local
-file, otherwise the network starts from random weights. An encoder pretrained on 3-band RGB gets its
-first convolution adapted to the selected channels (see :func:`load_encoder_weights`).
-
-A :class:`ModelCard` travels with the weights (inside Lightning checkpoints under the key
-``smallmines`` and in exported ``.pt`` files): architecture and its arguments, the channel list,
-normalisation statistics, decision threshold and the training configuration, so evaluation and mapping
-need nothing but the file.
+mining); the mining probability is ``softmax(logits)[:, 1]`` (:func:`mining_probability`). Pretrained
+weights are never downloaded: an encoder pretrained on 3-band RGB gets its first convolution adapted
+to the selected channels (see :func:`load_encoder_weights`).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from smallmines.bands import BANDS, INDICES
-from smallmines.data.stats import BandStats
 from smallmines.errors import CheckpointError, ConfigError, OptionalDependencyError
 
 logger = logging.getLogger(__name__)
+
+
 NUM_CLASSES = 2
-CARD_KEY = "smallmines"
 OPTICAL_SENSOR = "s2"
 
 
@@ -329,214 +303,3 @@ class PrithviSegmenter(nn.Module):
         self.encoder.requires_grad_(False)
 
 
-# ----------------------------------------------------------------------------------------------
-# Per-pixel LightGBM baseline
-# ----------------------------------------------------------------------------------------------
-
-
-class PixelGBM(nn.Module):
-    """A LightGBM pixel classifier behind the network interface: ``(N, C, H, W)`` -> ``(N, 2, H, W)``.
-
-    Every pixel is classified from its own channel values (bands and spectral indices), with no
-    spatial context. The booster is fitted by :func:`smallmines.baseline.fit_pixel_baseline` and
-    travels in the state dict (as text), so :func:`save_model`/:func:`load_model` work unchanged.
-    The returned logits are ``(0, margin)``: their softmax is the booster's probability.
-
-    Args:
-        in_channels: number of input channels.
-        params: LightGBM parameters and sampling options (used when fitting).
-    """
-
-    def __init__(self, in_channels: int, **params: Any) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.params = params
-        self.booster: Any = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.booster is None:
-            raise CheckpointError("the LightGBM baseline has not been fitted (train it with smallmines train)")
-        n, c, h, w = x.shape
-        features = x.detach().float().permute(0, 2, 3, 1).reshape(-1, c).cpu().numpy()
-        margin = self.booster.predict(features, raw_score=True, num_threads=self.params.get("num_threads", 0))
-        margin = torch.from_numpy(np.asarray(margin, dtype=np.float32)).reshape(n, 1, h, w).to(x.device)
-        return torch.cat((torch.zeros_like(margin), margin), dim=1)
-
-    def parameter_count(self) -> int:
-        """Number of tree nodes (splits and leaves), the booster's counterpart of a parameter count."""
-        if self.booster is None:
-            return 0
-        trees = self.booster.dump_model()["tree_info"]
-        return int(sum(2 * t["num_leaves"] - 1 for t in trees))
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"booster": self.booster.model_to_string() if self.booster is not None else None}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        text = state.get("booster")
-        if text:
-            import lightgbm
-
-            self.booster = lightgbm.Booster(model_str=text)
-
-
-# ----------------------------------------------------------------------------------------------
-# Registry
-# ----------------------------------------------------------------------------------------------
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    **{name: _smp(name) for name in ("unet", "unetplusplus", "deeplabv3plus", "deeplabv3", "fpn", "segformer",
-                                     "upernet", "pspnet", "manet", "linknet")},
-    "unet-lite": lambda in_channels, channels, **kw: LiteUNet(in_channels, **kw),
-    "twostream": lambda in_channels, channels, **kw: TwoStreamUNet(channels, **kw),
-    "prithvi": lambda in_channels, channels, **kw: PrithviSegmenter(channels, **kw),
-    "lightgbm": lambda in_channels, channels, **kw: PixelGBM(in_channels, **kw),
-}
-"""Architectures by name; add one entry to add a model."""
-
-
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator that adds a builder ``(in_channels, channels, **kwargs) -> nn.Module`` to :data:`MODELS`."""
-
-    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        MODELS[name] = builder
-        return builder
-
-    return wrap
-
-
-def build_model(name: str, channels: tuple[str, ...] | list[str], **kwargs: Any) -> nn.Module:
-    """Build a registered network for the given channels.
-
-    Args:
-        name: a key of :data:`MODELS` (``unet``, ``twostream``, ``lightgbm``...).
-        channels: channel names (from :func:`smallmines.bands.parse_bands`); ``in_channels`` is their count.
-        kwargs: architecture arguments (``encoder="resnet50"``, ``encoder_weights="enc.pth"``...).
-
-    Raises:
-        ConfigError: unknown name (the message lists the registry) or invalid arguments.
-        OptionalDependencyError: the architecture needs an extra that is not installed.
-    """
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
-    try:
-        return MODELS[name](in_channels=len(channels), channels=tuple(channels), **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"invalid arguments for model {name!r} {kwargs}: {exc}") from exc
-
-
-def is_neural(network: nn.Module) -> bool:
-    """False for models fitted outside gradient descent (the LightGBM baseline)."""
-    return not isinstance(network, PixelGBM)
-
-
-def freeze_encoder(network: nn.Module) -> None:
-    """Freeze a network's encoder(s) in place.
-
-    Raises:
-        ConfigError: the network has no encoder to freeze.
-    """
-    freeze = getattr(network, "freeze_encoder", None)
-    if freeze is None:
-        raise ConfigError(f"{type(network).__name__} has no encoder to freeze")
-    freeze()
-
-
-def count_parameters(network: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (tree nodes for the LightGBM baseline)."""
-    if isinstance(network, PixelGBM):
-        return network.parameter_count()
-    return sum(p.numel() for p in network.parameters() if p.requires_grad or not trainable_only)
-
-
-@dataclass
-class ModelCard:
-    """Everything needed to use a trained network, stored beside its weights.
-
-    Attributes:
-        model: registry name of the architecture.
-        model_args: its arguments (``build_model(model, channels, **model_args)`` rebuilds it).
-        channels: input channels in order (bands and indices, see :mod:`smallmines.bands`).
-        stats: normalisation statistics of those channels (training split only).
-        threshold: decision threshold on the mining probability, chosen on the validation split.
-        config: the resolved training configuration.
-        metrics: validation metrics at ``threshold``.
-        version: card format version.
-    """
-
-    model: str
-    model_args: dict[str, Any]
-    channels: tuple[str, ...]
-    stats: BandStats
-    threshold: float = 0.5
-    config: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    version: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON/YAML-safe) of the card."""
-        out = asdict(self)
-        out["channels"] = list(self.channels)
-        out["stats"] = self.stats.to_dict()
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            CheckpointError: a required field is missing.
-        """
-        try:
-            return cls(data["model"], dict(data["model_args"]), tuple(data["channels"]),
-                       BandStats.from_dict(data["stats"]), float(data.get("threshold", 0.5)),
-                       dict(data.get("config", {})), dict(data.get("metrics", {})), int(data.get("version", 1)))
-        except (KeyError, TypeError) as exc:
-            raise CheckpointError(f"model card is incomplete ({exc})") from exc
-
-    def build(self) -> nn.Module:
-        """A fresh (untrained) network of this card's architecture."""
-        return build_model(self.model, self.channels, **self.model_args)
-
-
-def save_model(path: str | Path, network: nn.Module, card: ModelCard) -> Path:
-    """Write weights and card to one ``.pt`` file (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in network.state_dict().items()}
-    torch.save({CARD_KEY: card.to_dict(), "state_dict": state}, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
-    """Load a network (in eval mode) and its card from an exported ``.pt`` or a Lightning ``.ckpt``.
-
-    Lightning checkpoints store the network under the ``network.`` prefix of ``state_dict``.
-
-    Raises:
-        CheckpointError: missing file, unreadable file, or no smallmines card inside.
-        OptionalDependencyError: the architecture needs an extra that is not installed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        blob = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(blob, dict) or CARD_KEY not in blob:
-        raise CheckpointError(f"{path}: no smallmines model card inside; was it written by smallmines train/export?")
-    card = ModelCard.from_dict(blob[CARD_KEY])
-    state = blob["state_dict"]
-    if any(k.startswith("network.") for k in state):
-        state = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
-    network = card.build()
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit {card.model} {card.model_args} ({exc})") from exc
-    network.to(map_location)
-    network.eval()
-    return network, card

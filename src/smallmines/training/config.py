@@ -13,7 +13,7 @@ A configuration has five sections (every key optional, defaults below)::
                 channels_last, deterministic, accelerator, devices, num_nodes, strategy, threshold,
                 gradient_clip, accumulate, log_every_n_steps, num_sanity_val_steps}
 
-Presets ship in ``smallmines/presets/*.yaml`` (:func:`list_presets`). :func:`load_config` resolves a
+Presets ship in ``smallmines/training/presets/*.yaml`` (:func:`list_presets`). :func:`load_config` resolves a
 preset name or a YAML path (following ``base:``), then applies overrides such as
 ``["train.epochs=5", "model.args.encoder=resnet18", "loss.terms={ce: 1, dice: 1}"]`` whose values are
 parsed as YAML. Dict sections merge key by key (a new ``model.name`` starts from empty ``model.args``);
@@ -73,7 +73,7 @@ class ModelConfig:
     """Architecture and initialisation.
 
     Attributes:
-        name: a key of :data:`smallmines.models.MODELS`.
+        name: a key of :data:`smallmines.models.registry.MODELS`.
         args: architecture arguments (``encoder``, ``encoder_weights`` as a local file, ...).
         freeze_encoder: train only the decoder and head.
         init: checkpoint to start from (fine-tuning / transfer); its architecture and channels win.
@@ -89,7 +89,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Loss terms and their weights (see :mod:`smallmines.losses`).
+    """Loss terms and their weights (see :mod:`smallmines.training.losses`).
 
     Attributes:
         terms: term name -> weight, e.g. ``{ce: 1.0, dice: 1.0}``; names ``ce``, ``bce``, ``dice``, ``focal``.
@@ -235,7 +235,7 @@ class Config:
         Raises:
             ConfigError: naming the key, the value and the valid choices.
         """
-        from smallmines.losses import LOSS_TERMS
+        from smallmines.training.losses import LOSS_TERMS
 
         _choice("train.precision", str(self.train.precision), PRECISIONS)
         _choice("train.augment", self.train.augment, AUGMENTS)
@@ -325,7 +325,7 @@ def merge_configs(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[st
 
 
 def _preset_files() -> dict[str, Any]:
-    folder = resources.files("smallmines") / "presets"
+    folder = resources.files("smallmines.training") / "presets"
     return {Path(p.name).stem: p for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 

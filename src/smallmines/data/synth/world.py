@@ -1,6 +1,6 @@
 """The synthetic twin of SmallMinesDS: one procedural world, rendered as patches or whole scenes.
 
-The real dataset cannot be downloaded here, so this module draws a stand-in that looks and behaves
+The real dataset cannot be downloaded here, so this package draws a stand-in that looks and behaves
 like it: the published layout and file formats, plausible values per band, and mining that is
 learnable but not trivial.
 
@@ -53,38 +53,22 @@ Signals and confusers
     small patchy fields on farmland uplands. The 20 m bands (red edge, B8A, SWIR, and S1) are
     constant over aligned 2 x 2 blocks, like 20 m pixels resampled to the 10 m grid.
 
-Dataset patches are 128 x 128 tiles picked on a gapped grid over the world so that, like the real
-dataset, mining is over-represented: tiles without, with a little and with a lot of mining. A few
-patches per year get a nodata region (a swath edge or a masked cloud) where all 13 bands are -9999
-and the mask is 255.
+The world model lives here; :mod:`smallmines.data.synth.patches` cuts the dataset from it and
+:mod:`smallmines.data.synth.scenes` renders whole scenes.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
-import zipfile
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import rasterio
-from rasterio.io import DatasetWriter, MemoryFile
 from rasterio.transform import Affine, from_origin
-from rasterio.warp import Resampling, calculate_default_transform, reproject
-from rasterio.windows import Window
 from scipy.special import ndtri
 
-from smallmines.bands import BAND_NAMES, IMAGE_NODATA, MASK_NODATA
-from smallmines.data.layout import DATASET_DIR, SPLITS_DIR, image_name, mask_name, split_csv_name
-from smallmines.data.splits import write_official_split
+from smallmines.bands import BAND_NAMES
 from smallmines.errors import ConfigError
-
-Progress = Callable[[int, int], None]
 
 # ---------------------------------------------------------------------------------------------
 # Grid and georeference
@@ -257,43 +241,9 @@ S2_RANGE = (1.0, 20000.0)
 BANDS_20M = (3, 4, 5, 7, 8, 9, 10, 11)
 """Bands held at 20 m (red edge 1-3, B8A, SWIR 1-2, VV, VH), as indices into ``BAND_NAMES``."""
 
-# ---------------------------------------------------------------------------------------------
-# Dataset sampling and outputs
-# ---------------------------------------------------------------------------------------------
-
 SURVEY_STEP = 16
 """Pixel step of the coarse mining survey used to pick tiles and the scene location."""
 SURVEY_YEARS = (2016, 2022)
-NO_MINING_TILES = 0.25
-"""Share of dataset tiles drawn where the survey finds no mining in either survey year."""
-TARGET_SHARE = 5.5
-"""Mining percentage of the dataset's 2016 pixels (the real dataset: 5.5 %; 7.7 % in 2022)."""
-SURVEY_OPTIMISM = 1.2
-"""Ratio of the survey's share to the rendered share on tiles picked for their surveyed mining."""
-NODATA_PATCH_SHARE = 0.03
-NODATA_COVER = (0.08, 0.6)
-"""Range of the share of a patch that its nodata region covers."""
-SWATH_TILT = 0.35
-"""Largest angle (radians) between a swath edge and the patch's columns."""
-ZIP_DATE = (2025, 1, 1, 0, 0, 0)
-"""Date stamped on zip members, so the same seed gives the same archive."""
-SCENE_MINING_SHARE = 0.06
-"""Scenes cover the window of the world whose mining share is nearest this (or the most mining)."""
-SCENE_BLOCK = 512
-SCENE_PRODUCTS = {
-    "s2_10m": ("blue", "green", "red", "nir"),
-    "s2_20m": ("rededge1", "rededge2", "rededge3", "rededge4", "swir1", "swir2"),
-    "s1": ("vv", "vh"),
-}
-"""Per-sensor scene files besides the stacked one (20 m products are named ``*_20m`` or ``s1``)."""
-DEM_RESOLUTION_DEG = 1.0 / 3600.0
-"""Copernicus GLO-30 pixel: one arc-second."""
-DEM_BLOCK = 256
-SCENE_CACHE_MB = 128
-"""GDAL block cache (MB) while writing scenes: blocks are written whole, so little is needed."""
-SCENE_CREATION = {"tiled": True, "compress": "deflate", "zlevel": 1, "num_threads": 2,
-                  "bigtiff": "IF_SAFER"}
-
 # ---------------------------------------------------------------------------------------------
 # Deterministic noise
 # ---------------------------------------------------------------------------------------------
@@ -726,344 +676,3 @@ def _survey(seed: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Dataset
-# ---------------------------------------------------------------------------------------------
-
-
-def _select_tiles(tiles: int, seed: int) -> list[tuple[int, int]]:
-    """Pick the world pixel origins of ``tiles`` tiles that over-represent mining, row-major.
-
-    A quarter of the tiles come from places without mining; the rest are drawn with weights
-    ``share ** alpha`` on their surveyed 2016 mining share, ``alpha`` chosen so that the expected
-    mining share of the dataset is ``TARGET_SHARE``.
-    """
-    if not 1 <= tiles <= WORLD_TILES ** 2:
-        raise ConfigError(f"tiles={tiles}; the synthetic world holds 1 to {WORLD_TILES ** 2} tiles")
-    per_pitch, per_tile = TILE_PITCH // SURVEY_STEP, PATCH_SIZE // SURVEY_STEP
-    cells = _survey(seed).reshape(len(SURVEY_YEARS), WORLD_TILES, per_pitch, WORLD_TILES, per_pitch)
-    shares = cells[:, :, :per_tile, :, :per_tile].mean(axis=(2, 4)).reshape(len(SURVEY_YEARS), -1)
-    barren = np.flatnonzero(shares.max(axis=0) == 0)
-    mined = np.flatnonzero(shares.max(axis=0) > 0)
-    rng = np.random.default_rng(_salt(seed, "tiles"))
-    wanted = min(barren.size, max(round(NO_MINING_TILES * tiles), tiles - mined.size))
-    chosen = rng.choice(barren, wanted, replace=False)
-    rest = tiles - chosen.size
-    if rest:
-        target = TARGET_SHARE / 100 * SURVEY_OPTIMISM * tiles / rest
-        weights = _share_weights(shares[0, mined], target)
-        chosen = np.concatenate([chosen, rng.choice(mined, rest, replace=False, p=weights)])
-    return [(int(i) // WORLD_TILES * TILE_PITCH, int(i) % WORLD_TILES * TILE_PITCH)
-            for i in np.sort(chosen)]
-
-
-def _share_weights(shares: np.ndarray, target: float) -> np.ndarray:
-    """Find sampling weights ``~ (share + floor) ** alpha`` whose mean share is ``target``."""
-    score = shares + 1.0 / (PATCH_SIZE // SURVEY_STEP) ** 2
-    low, high = -4.0, 4.0
-    for _ in range(40):  # bisection: the weighted mean share grows with alpha
-        alpha = (low + high) / 2
-        weights = score ** alpha
-        mean = np.sum(weights * shares) / np.sum(weights)
-        low, high = (alpha, high) if mean < target else (low, alpha)
-    return weights / np.sum(weights)
-
-
-def _nodata_tiles(seed: int, year: int, tiles: int) -> set[int]:
-    """Choose the patches of ``year`` that get a nodata region (independently between years)."""
-    rng = np.random.default_rng(_salt(seed, "nodata", year))
-    return set(rng.choice(tiles, math.ceil(NODATA_PATCH_SHARE * tiles), replace=False).tolist())
-
-
-def _nodata_region(seed: int, year: int, tile: int) -> np.ndarray:
-    """Nodata pixels of a patch: a slanted swath edge or a masked cloud, covering part of it."""
-    rng = np.random.default_rng(_salt(seed, "nodata-shape", year, tile))
-    cover = rng.uniform(*NODATA_COVER)
-    grid = _Grid(0, 0, PATCH_SIZE, PATCH_SIZE)
-    if rng.random() < 0.5:
-        angle = rng.uniform(-SWATH_TILT, SWATH_TILT) + math.pi * rng.integers(2)
-        score = np.cos(angle) * grid.cols[None, :] + np.sin(angle) * grid.rows[:, None]
-    else:
-        score = _field(grid, seed, "cloud", year, tile)
-    return score > np.quantile(score, 1 - cover)
-
-
-def _tif_bytes(array: np.ndarray, transform: Affine, nodata: float,
-               descriptions: Sequence[str]) -> bytes:
-    """Encode ``array`` ``(bands, h, w)`` as a plain GeoTIFF, like the published patches."""
-    count, height, width = array.shape
-    with MemoryFile() as memory:
-        with memory.open(driver="GTiff", width=width, height=height, count=count, crs=CRS,
-                         dtype=array.dtype.name, transform=transform, nodata=nodata) as dst:
-            dst.write(array)
-            dst.descriptions = tuple(descriptions)
-        return memory.read()
-
-
-class _FolderSink:
-    """Writes dataset members into a folder."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def put(self, member: str, data: bytes) -> None:
-        path = self.root / member
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-
-class _ZipSink:
-    """Writes dataset members into an open zip archive (stored: GeoTIFFs of noise do not shrink)."""
-
-    def __init__(self, archive: zipfile.ZipFile) -> None:
-        self.archive = archive
-
-    def put(self, member: str, data: bytes) -> None:
-        self.archive.writestr(zipfile.ZipInfo(member, ZIP_DATE), data)
-
-
-def _write_patches(sink: _FolderSink | _ZipSink, origins: list[tuple[int, int]], seed: int,
-                   years: Sequence[int], country: str | None,
-                   progress: Progress | None) -> dict[int, dict[str, float]]:
-    """Render and write every patch; returns year -> image name -> mining percentage."""
-    nodata_tiles = {year: _nodata_tiles(seed, year, len(origins)) for year in years}
-    shares: dict[int, dict[str, float]] = {year: {} for year in years}
-    done, total = 0, len(origins) * len(years)
-    for index, (row, col) in enumerate(origins):
-        tile = index + 1
-        transform = region_transform(row, col)
-        rendered = _render_years(_Grid(row, col, PATCH_SIZE, PATCH_SIZE), seed, years)
-        for year, (image, mask) in rendered.items():
-            if index in nodata_tiles[year]:
-                hole = _nodata_region(seed, year, tile)
-                image[:, hole] = IMAGE_NODATA
-                mask[hole] = MASK_NODATA
-            valid = mask != MASK_NODATA
-            name = image_name(tile, year, country)
-            shares[year][name] = 100.0 * float(mask[valid].sum()) / float(valid.sum())
-            sink.put(f"{DATASET_DIR}/{year}/IMAGE/{name}",
-                     _tif_bytes(image, transform, IMAGE_NODATA, BAND_NAMES))
-            sink.put(f"{DATASET_DIR}/{year}/MASK/{mask_name(tile, year, country)}",
-                     _tif_bytes(mask[None], transform, MASK_NODATA, ("mining",)))
-            done += 1
-            if progress:
-                progress(done, total)
-    return shares
-
-
-def _write_splits(sink: _FolderSink | _ZipSink, shares: dict[int, dict[str, float]], seed: int,
-                  scratch: Path) -> None:
-    """Write the official-format split file of every year through ``sink``."""
-    for year, year_shares in shares.items():
-        path = write_official_split(scratch / split_csv_name(year), year_shares, seed)
-        sink.put(f"{SPLITS_DIR}/{path.name}", path.read_bytes())
-
-
-def _check_years(years: Sequence[int]) -> tuple[int, ...]:
-    years = tuple(int(y) for y in years)
-    if not years or len(set(years)) != len(years):
-        raise ConfigError(f"years={list(years)}; give one or more distinct years, e.g. 2016 2022")
-    return years
-
-
-def synthesize_dataset(out: str | Path, tiles: int = 256, seed: int = 0,
-                       years: Sequence[int] = (2016, 2022), country: str | None = "GH",
-                       zip: bool = False, progress: Progress | None = None) -> Path:
-    """Write a synthetic SmallMinesDS in the published layout.
-
-    Writes ``SmallMinesDS/{YEAR}/IMAGE/IMG_GH_TTTT_YYYY.tif`` (float32, 13 x 128 x 128, nodata
-    -9999, band descriptions), ``SmallMinesDS/{YEAR}/MASK/MASK_GH_TTTT_YYYY.tif`` (uint8, 0/1,
-    nodata 255) and ``data_splits/train_test_splits_{YEAR}.csv`` under ``out``, replacing those
-    folders if they exist, or the same members in ``out/SmallMinesDS.zip``. Tiles are georeferenced
-    in EPSG:32630 at 10 m on a common grid; a tile id has the same footprint in every year. Mining
-    covers about 5.5 % of the 2016 pixels and 7.7 % of the 2022 pixels, as in the real dataset.
-
-    Args:
-        out: the folder to write into (created if needed).
-        tiles: patches per year.
-        seed: seed of the world and of every choice; the same seed gives identical files.
-        years: years to render, each a full set of the same tiles.
-        country: country code in file names (``None`` gives ``IMG_0001_2016.tif``).
-        zip: write one ``SmallMinesDS.zip`` instead of folders.
-        progress: called as ``progress(done, total)`` after each patch (image and mask) is written.
-
-    Returns:
-        ``out`` for folders, or the path of the zip.
-
-    Raises:
-        ConfigError: for a number of tiles the world cannot hold or invalid years.
-    """
-    years = _check_years(years)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    origins = _select_tiles(tiles, seed)
-    with tempfile.TemporaryDirectory(prefix=".synth-", dir=out) as scratch:
-        staging = Path(scratch)
-        if zip:
-            target = out / f"{DATASET_DIR}.zip"
-            partial = staging / target.name
-            with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as archive:
-                sink = _ZipSink(archive)
-                shares = _write_patches(sink, origins, seed, years, country, progress)
-                _write_splits(sink, shares, seed, staging)
-            os.replace(partial, target)
-            return target
-        sink = _FolderSink(staging / "tree")
-        shares = _write_patches(sink, origins, seed, years, country, progress)
-        _write_splits(sink, shares, seed, staging)
-        for folder in (DATASET_DIR, SPLITS_DIR):
-            if (out / folder).exists():
-                shutil.rmtree(out / folder)
-            os.replace(sink.root / folder, out / folder)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Whole scenes
-# ---------------------------------------------------------------------------------------------
-
-
-def _scene_origin(size: int, seed: int) -> tuple[int, int]:
-    """World pixel of the scene's top-left corner (see ``SCENE_MINING_SHARE``)."""
-    span = size // SURVEY_STEP
-    survey = _survey(seed).any(axis=0).astype(np.int64)
-    if span >= survey.shape[0]:
-        return 0, 0
-    table = np.pad(survey.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    sums = table[span:, span:] - table[:-span, span:] - table[span:, :-span] + table[:-span, :-span]
-    share = sums / span ** 2
-    distance = np.abs(np.minimum(share, share.max()) - min(SCENE_MINING_SHARE, share.max()))
-    row, col = np.unravel_index(int(np.argmin(distance)), distance.shape)
-    return int(row) * SURVEY_STEP, int(col) * SURVEY_STEP
-
-
-@dataclass(frozen=True)
-class _Product:
-    """One scene raster: its bands, pixel size in units of 10 m, data type and nodata."""
-
-    bands: tuple[str, ...]
-    factor: int = 1
-    dtype: str = "float32"
-    nodata: float = IMAGE_NODATA
-
-
-def _scene_products(separate: bool) -> dict[str, _Product]:
-    """List the rasters written block by block (the DEM is reprojected afterwards)."""
-    products = {"stacked": _Product(BAND_NAMES),
-                "truth": _Product(("mining",), 1, "uint8", MASK_NODATA)}
-    if separate:
-        products.update({name: _Product(bands, 1 if name.endswith("10m") else 2)
-                         for name, bands in SCENE_PRODUCTS.items()})
-    return products
-
-
-def _band_indices(product: _Product) -> list[int]:
-    return [BAND_NAMES.index(band) for band in product.bands]
-
-
-def _open_raster(path: Path, product: _Product, width: int, height: int, crs: str,
-                 transform: Affine, block: int) -> DatasetWriter:
-    """Open a tiled, deflated GeoTIFF for writing, with band descriptions."""
-    predictor = 3 if product.dtype.startswith("float") else 2
-    dst = rasterio.open(path, "w", driver="GTiff", width=width, height=height,
-                        count=len(product.bands), dtype=product.dtype, crs=crs, transform=transform,
-                        nodata=product.nodata, blockxsize=block, blockysize=block,
-                        predictor=predictor, **SCENE_CREATION)
-    dst.descriptions = product.bands
-    return dst
-
-
-def _write_dem(stacked: Path, target: Path) -> None:
-    """Reproject the DEM band to EPSG:4326 at one arc-second, as Copernicus GLO-30 is shipped."""
-    with rasterio.open(stacked) as src:
-        transform, width, height = calculate_default_transform(
-            src.crs, GEOGRAPHIC_CRS, src.width, src.height, *src.bounds,
-            resolution=DEM_RESOLUTION_DEG)
-        dem = np.full((height, width), IMAGE_NODATA, dtype=np.float32)
-        reproject(rasterio.band(src, BAND_NAMES.index("dem") + 1), dem, src_nodata=IMAGE_NODATA,
-                  dst_transform=transform, dst_crs=GEOGRAPHIC_CRS, dst_nodata=IMAGE_NODATA,
-                  resampling=Resampling.bilinear)
-    product = _Product(("dem",))
-    with _open_raster(target, product, width, height, GEOGRAPHIC_CRS, transform, DEM_BLOCK) as dst:
-        dst.write(dem, 1)
-
-
-def _write_scene_blocks(files: dict[tuple[int, str], DatasetWriter], products: dict[str, _Product],
-                        size: int, origin: tuple[int, int], seed: int, years: Sequence[int],
-                        progress: Progress | None) -> None:
-    """Render the scene block by block (all years at once) and write each product's window."""
-    starts = range(0, size, SCENE_BLOCK)
-    done, total = 0, len(starts) ** 2 * len(years)
-    for top in starts:
-        for left in starts:
-            grid = _Grid(origin[0] + top, origin[1] + left, min(SCENE_BLOCK, size - top),
-                         min(SCENE_BLOCK, size - left))
-            for year, (image, mask) in _render_years(grid, seed, years).items():
-                for name, product in products.items():
-                    step = product.factor
-                    data = mask[None] if name == "truth" else image[_band_indices(product)]
-                    data = data[:, ::step, ::step]
-                    window = Window(left // step, top // step, data.shape[2], data.shape[1])
-                    files[year, name].write(data, window=window)
-                done += 1
-                if progress:
-                    progress(done, total)
-
-
-def synthesize_scene(out: str | Path, size: int = 4096, seed: int = 0,
-                     years: Sequence[int] = (2016, 2022), separate: bool = True,
-                     progress: Progress | None = None) -> dict[int, dict[str, Path]]:
-    """Write whole synthetic scenes of the same world as :func:`synthesize_dataset`.
-
-    Per year writes ``scene_{year}.tif`` (13 bands, float32, 10 m, EPSG:32630, nodata -9999) and
-    ``scene_{year}_truth.tif`` (uint8 mining mask, 0/1, nodata 255); with ``separate`` also the
-    scene as distributed per sensor: ``scene_{year}_s2_10m.tif`` (blue, green, red, nir),
-    ``scene_{year}_s2_20m.tif`` (red edge 1-4, SWIR 1-2 at 20 m), ``scene_{year}_s1.tif`` (VV, VH
-    at 20 m) and ``scene_{year}_dem.tif`` (EPSG:4326, one arc-second). Every file has band
-    descriptions, is tiled and deflated, and is rendered block by block, so memory stays bounded
-    for any size. The scene covers a window of the world with some mining (about 6 % where the
-    window is small enough to find it); its pixels equal :func:`render` of the same window.
-
-    Args:
-        out: folder to write into (created if needed); existing scene files are replaced.
-        size: pixels per side at 10 m; even.
-        seed: the world's seed.
-        years: years to render.
-        separate: also write the per-sensor files.
-        progress: called as ``progress(done, total)`` after each block of each year.
-
-    Returns:
-        ``{year: {"stacked": p, "truth": p, "s2_10m": p, "s2_20m": p, "s1": p, "dem": p}}`` (the
-        last four only with ``separate``).
-
-    Raises:
-        ConfigError: for a size that is not a positive even number, or invalid years.
-    """
-    years = _check_years(years)
-    if size <= 0 or size % 2:
-        raise ConfigError(f"size={size}; the scene side must be a positive even number of pixels")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    origin = _scene_origin(size, seed)
-    products = _scene_products(separate)
-    names = [*products, *(["dem"] if separate else [])]
-    paths = {year: {name: out / f"scene_{year}{'' if name == 'stacked' else '_' + name}.tif"
-                    for name in names} for year in years}
-    with (tempfile.TemporaryDirectory(prefix=".synth-", dir=out) as scratch,
-          rasterio.Env(GDAL_CACHEMAX=SCENE_CACHE_MB)):
-        staged = {year: {name: Path(scratch) / p.name for name, p in files.items()}
-                  for year, files in paths.items()}
-        with ExitStack() as stack:
-            files = {}
-            for year in years:
-                for name, product in products.items():
-                    side, block = size // product.factor, SCENE_BLOCK // product.factor
-                    transform = region_transform(*origin, PIXEL_SIZE * product.factor)
-                    files[year, name] = stack.enter_context(_open_raster(
-                        staged[year][name], product, side, side, CRS, transform, block))
-            _write_scene_blocks(files, products, size, origin, seed, years, progress)
-        for year in years:
-            if separate:
-                _write_dem(staged[year]["stacked"], staged[year]["dem"])
-            for name, path in paths[year].items():
-                os.replace(staged[year][name], path)
-    return paths

@@ -1,0 +1,217 @@
+"""Where mining appeared, persisted and stopped: change maps, area tables and zonal statistics.
+
+Two binary mine maps (``mines.tif`` from ``smallmines map``, or any raster of 0/1 with nodata) become
+one change raster of four classes (:class:`ChangeClass`), polygons of each change patch, an area
+table and growth figures; with zones (districts, river basins, forest reserves, concessions) the
+same numbers per zone. :func:`dataset_change` does the same for the labelled SmallMinesDS masks,
+tile by tile, between the two years of the benchmark.
+
+Outputs of :func:`compare_maps` (see ``docs/run-layout.md``)::
+
+    change.tif     COG uint8: 0 no mining, 1 new, 2 persistent, 3 ceased, 255 nodata; colour table
+    change.gpkg    layer ``change``: id, class, code, area_ha (one polygon per connected patch)
+    areas.csv      class, code, pixels, area_ha, pct_valid (+ rows mining_YEAR and valid)
+    summary.json   grid, inputs, class areas, net growth, annual growth rate, zone coverage
+    zones.csv      with zones: one row per zone (covered fraction, class areas, growth)
+    zones.gpkg     the same with the zone geometries (layer ``zones``)
+    figures/       change_map and areas as PNG and PDF (``figures=True``)
+
+Areas are computed on a projected grid: a geographic map is reprojected to its UTM zone first. Two
+maps on different grids are resampled (nearest neighbour) onto one grid over their overlap, in the
+CRS of the first map at the finer of the two resolutions. Only pixels valid in both maps count;
+every percentage is of that valid area.
+
+Growth is reported three ways: the net change in hectares, the net change relative to the first
+year, and the compound annual growth rate ``(B / A) ** (1 / years) - 1``, which is undefined (null)
+when the first year has no mining.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from smallmines.errors import ChangeError
+from smallmines.legend import CHANGE_NODATA, CLASS_KEYS, ChangeClass, change_colormap
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+from smallmines.analysis.areas import MAP_NODATA, _stats_row, area_table, change_classes, class_pixels, growth
+from smallmines.analysis.maps import BinaryMap, Grid, _resolution_in, align, common_grid, read_binary_map
+from smallmines.analysis.writers import _clean, _write_csv, _write_gpkg, _write_json, write_cog
+from smallmines.analysis.zones import change_polygons, read_zones, zonal_stats
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# the public entry points
+
+
+@dataclass
+class ChangeResult:
+    """What :func:`compare_maps` wrote and computed.
+
+    Attributes:
+        out_dir: the output folder.
+        change_tif: the change raster (COG).
+        polygons: the change polygons (GeoPackage, layer ``change``).
+        areas_csv: the area table.
+        summary_json: everything in :attr:`summary`.
+        table: the area table (``class``, ``code``, ``pixels``, ``area_ha``, ``pct_valid``).
+        summary: years, grid, inputs, class areas and growth.
+        zones: per-zone table (with geometries) or None.
+        zones_csv: path or None.
+        zones_gpkg: path or None.
+        figures: PNG/PDF figures written.
+    """
+
+    out_dir: Path
+    change_tif: Path
+    polygons: Path
+    areas_csv: Path
+    summary_json: Path
+    table: pd.DataFrame
+    summary: dict[str, Any]
+    zones: gpd.GeoDataFrame | None = None
+    zones_csv: Path | None = None
+    zones_gpkg: Path | None = None
+    figures: list[Path] = field(default_factory=list)
+
+
+def compare_maps(
+    map_a: str | Path,
+    map_b: str | Path,
+    out_dir: str | Path,
+    year_a: int | None = 2016,
+    year_b: int | None = 2022,
+    zones: str | Path | gpd.GeoDataFrame | None = None,
+    zone_field: str | None = None,
+    min_area_ha: float = 0.0,
+    figures: bool = True,
+) -> ChangeResult:
+    """Compare two mine maps: change raster, polygons, area table, growth and zonal statistics.
+
+    Args:
+        map_a: first-year map: a ``smallmines map`` folder, its ``mines.tif``, or any 0/1 raster.
+        map_b: second-year map; aligned onto A's grid (CRS and pixel size may differ).
+        out_dir: output folder (created).
+        year_a: first year; None reads it from the map's ``summary.json`` or name, else 2016.
+        year_b: second year; None reads it likewise, else 2022.
+        zones: optional polygons (file or GeoDataFrame) for per-zone statistics.
+        zone_field: attribute naming the zones (default ``name``, else the row number).
+        min_area_ha: smallest polygon kept in ``change.gpkg`` (raster and tables keep everything).
+        figures: also write ``figures/change_map`` and ``figures/areas`` as PNG and PDF.
+
+    Returns:
+        The :class:`ChangeResult` (paths, area table, summary, zones).
+
+    Raises:
+        MapNotFoundError: a map does not exist.
+        DataFormatError: a map is not binary or has no CRS.
+        ChangeError: the maps do not overlap, ``year_b`` is not after ``year_a``, or bad zones.
+
+    .. versionadded:: 0.1
+    """
+    out = Path(out_dir)
+    a, b = read_binary_map(map_a), read_binary_map(map_b)
+    year_a = int(year_a if year_a is not None else a.year or 2016)
+    year_b = int(year_b if year_b is not None else b.year or 2022)
+    if year_b <= year_a:
+        raise ChangeError(f"year_b ({year_b}) must be after year_a ({year_a}); swap the maps or the years")
+    grid = common_grid(a, b)
+    mines_a, mines_b = align(a, grid), align(b, grid)
+    change = change_classes(mines_a, mines_b)
+    pixels = class_pixels(change)
+    valid = sum(pixels.values())
+    if valid == 0:
+        raise ChangeError(f"{a.path} and {b.path} overlap but share no pixel that is valid in both")
+    logger.info("comparing %s (%d) with %s (%d) on %d x %d pixels of %.1f m", a.path, year_a, b.path, year_b,
+                grid.width, grid.height, grid.res[0])
+
+    change_tif = write_cog(out / "change.tif", change, grid.crs, grid.transform, CHANGE_NODATA,
+                           colormap=change_colormap(), description=f"mining change {year_a}-{year_b}",
+                           tags={"classes": ", ".join(f"{int(c)}={c.label}" for c in ChangeClass)
+                                 + f", {CHANGE_NODATA}=nodata",
+                                 "year_a": str(year_a), "year_b": str(year_b)})
+    polygons = change_polygons(change, grid, min_area_ha)
+    polygons_path = _write_gpkg(out / "change.gpkg", polygons, "change")
+    table = area_table(pixels, grid.pixel_area_m2, year_a, year_b)
+    areas_csv = _write_csv(out / "areas.csv", table)
+
+    row = _stats_row(pixels, grid.pixel_area_m2, year_a, year_b)
+    summary: dict[str, Any] = {
+        "year_a": year_a,
+        "year_b": year_b,
+        "inputs": {"map_a": str(a.path), "map_b": str(b.path), "crs_a": a.crs.to_string(),
+                   "crs_b": b.crs.to_string()},
+        "grid": {"crs": grid.crs.to_string(), "resolution_m": list(grid.res), "width": grid.width,
+                 "height": grid.height, "bounds": list(grid.bounds)},
+        "pixel_area_m2": grid.pixel_area_m2,
+        "overlap_fraction_a": _overlap(a, change, grid),
+        "overlap_fraction_b": _overlap(b, change, grid),
+        "classes": {CLASS_KEYS[c]: {"code": int(c), "label": c.label, "pixels": pixels[c],
+                                    "area_ha": row[f"{CLASS_KEYS[c]}_ha"], "pct_valid": row[f"{CLASS_KEYS[c]}_pct"]}
+                    for c in ChangeClass},
+        "valid_ha": row["valid_ha"],
+        "mining_a_ha": row[f"mining_{year_a}_ha"],
+        "mining_b_ha": row[f"mining_{year_b}_ha"],
+        "mining_a_pct": row[f"mining_{year_a}_pct"],
+        "mining_b_pct": row[f"mining_{year_b}_pct"],
+        **growth(row[f"mining_{year_a}_ha"], row[f"mining_{year_b}_ha"], year_a, year_b),
+        "polygons": {"count": len(polygons), "min_area_ha": min_area_ha,
+                     "by_class": {lbl: int(n) for lbl, n in polygons["class"].value_counts().items()}},
+    }
+    for key, m in (("overlap_fraction_a", a), ("overlap_fraction_b", b)):
+        if summary[key] < 0.99:
+            logger.warning("only %.1f%% of %s lies where both maps have data; change is computed on the overlap",
+                           100 * summary[key], m.path)
+    result = ChangeResult(out, change_tif, polygons_path, areas_csv, out / "summary.json", table, summary)
+
+    if zones is not None:
+        frame, field_name = read_zones(zones, zone_field)
+        per_zone = zonal_stats(change, grid, frame, field_name, year_a, year_b)
+        result.zones = per_zone
+        result.zones_csv = _write_csv(out / "zones.csv", pd.DataFrame(per_zone.drop(columns="geometry")))
+        result.zones_gpkg = _write_gpkg(out / "zones.gpkg", per_zone, "zones")
+        summary["zones"] = {
+            "source": str(zones) if not hasattr(zones, "geometry") else "GeoDataFrame",
+            "field": field_name,
+            "count": len(per_zone),
+            "partial": per_zone.loc[per_zone["coverage"] == "partial", "zone"].tolist(),
+            "outside": per_zone.loc[per_zone["coverage"] == "outside", "zone"].tolist(),
+        }
+
+    if figures:
+        result.figures = _change_figures(change, grid, summary, result.zones, out / "figures")
+    _write_json(result.summary_json, _clean(summary))
+    return result
+
+
+def _overlap(m: BinaryMap, change: np.ndarray, grid: Grid) -> float:
+    """Share of the map's valid area where both maps have data (1.0: all of it was compared)."""
+    rx, ry = _resolution_in(m, grid.crs)
+    own = float((m.data != MAP_NODATA).sum()) * rx * ry
+    if own == 0:
+        return 0.0
+    return min(1.0, float((change != CHANGE_NODATA).sum()) * grid.pixel_area_m2 / own)
+
+
+def _change_figures(change: np.ndarray, grid: Grid, summary: dict[str, Any],
+                    zones: gpd.GeoDataFrame | None, folder: Path) -> list[Path]:
+    from smallmines.analysis import figures as fig
+
+    written = fig.save_figure(fig.change_map_figure(change, grid.transform, summary["year_a"], summary["year_b"],
+                                                    summary=summary), folder / "change_map")
+    written += fig.save_figure(fig.growth_figure(summary), folder / "areas")
+    if zones is not None and len(zones):
+        written += fig.save_figure(fig.zones_figure(zones, summary["year_a"], summary["year_b"]), folder / "zones")
+    return written
+
+
