@@ -282,8 +282,14 @@ def test_cli_train_evaluate_benchmark(synth_root, tmp_path):
     assert "official-prithvi-600" in runner.invoke(app, ["train", "--list-presets"]).output
     bench = tmp_path / "bench"
     res = runner.invoke(app, ["benchmark", "tiny", "pixel-lgbm", "--data", str(synth_root), "--seeds", "0,1",
-                              "-o", str(bench), "--set", "train.epochs=1", "--set", "train.batch_size=8"])
+                              "-o", str(bench), "--set", "train.epochs=1", "--set", "train.batch_size=8",
+                              "--max-time", "30m"])
     assert res.exit_code == 0, res.output
+    tiny_run = json.loads(next(bench.rglob("tiny*/**/train_summary.json")).read_text())
+    assert tiny_run["max_time"] == "30m" and not tiny_run["time_limited"]
+    bad = runner.invoke(app, ["benchmark", "tiny", "--data", str(synth_root), "-o", str(tmp_path / "b2"),
+                              "--max-time", "tomorrow"])
+    assert bad.exit_code == 1 and "max_time" in bad.output
     assert "| Model | Bands | Params | Train time | Mining IoU | mIoU | F1" in (bench / "benchmark.md").read_text()
     with open(bench / "benchmark.csv") as fh:
         rows = list(csv.DictReader(fh))
