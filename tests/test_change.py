@@ -338,3 +338,18 @@ def test_cli_change_maps_and_dataset(maps, small_dataset, tmp_path):
     prob = write_raster(tmp_path / "p.tif", np.full((10, 10), 0.4, np.float32), nodata=-1)
     res = runner.invoke(app, ["change", str(maps[0]), str(prob), "-o", str(tmp_path / "bad")])
     assert res.exit_code == 1 and "probability" in res.output
+
+
+def test_change_polygons_are_valid_where_pixels_meet_at_a_corner():
+    from smallmines.analysis.maps import Grid
+    from smallmines.analysis.zones import change_polygons
+
+    change = np.zeros((6, 6), np.uint8)
+    change[1, 1] = change[2, 2] = change[1, 3] = ChangeClass.NEW  # a checkerboard: corners only
+    change[3:5, 3:5] = ChangeClass.CEASED
+    change[2, 4] = ChangeClass.CEASED  # joins the block by an edge
+    grid = Grid(rasterio.crs.CRS.from_epsg(32630), from_origin(600_000, 700_000, 10, 10), 6, 6)
+    polygons = change_polygons(change, grid)
+    assert polygons.geometry.is_valid.all()
+    assert (polygons["class"] == "new mining").sum() == 3 and (polygons["class"] == "ceased mining").sum() == 1
+    assert polygons["area_ha"].sum() == pytest.approx(8 * 100 / 1e4)

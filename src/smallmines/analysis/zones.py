@@ -32,7 +32,10 @@ logger = logging.getLogger(__name__)
 
 
 def change_polygons(change: np.ndarray, grid: Grid, min_area_ha: float = 0.0) -> gpd.GeoDataFrame:
-    """One polygon per connected patch of new, persistent or ceased mining.
+    """One polygon per connected patch (4-connected) of new, persistent or ceased mining.
+
+    Patches touching only at a corner are separate polygons, so every polygon is valid (8-connected
+    tracing made self-intersecting rings wherever two pixels met diagonally).
 
     Args:
         change: change codes on ``grid``.
@@ -49,7 +52,7 @@ def change_polygons(change: np.ndarray, grid: Grid, min_area_ha: float = 0.0) ->
 
     wanted = (change >= ChangeClass.NEW) & (change <= ChangeClass.CEASED)
     geoms, codes = [], []
-    for geom, value in shapes(change, mask=wanted, transform=grid.transform, connectivity=8):
+    for geom, value in shapes(change, mask=wanted, transform=grid.transform, connectivity=4):
         geoms.append(shape(geom))
         codes.append(int(value))
     frame = gpd.GeoDataFrame({"code": np.asarray(codes, dtype=np.int16)}, geometry=geoms, crs=grid.crs)

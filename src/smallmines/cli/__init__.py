@@ -7,9 +7,12 @@ becomes a one-line message and exit code 1 (see :mod:`smallmines.cli._common`).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from smallmines.cli import change, data, demo, mapping, report, train
+from smallmines.cli._common import out, set_verbosity, setup_logging
 
 app = typer.Typer(
     name="smallmines",
@@ -21,6 +24,26 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 for _module in (train, mapping, change, report, demo):
     _module.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from smallmines import __version__
+
+        out.print(f"smallmines {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug messages, also from libraries.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """Map artisanal and small-scale gold mining from Sentinel-1/2 and DEM imagery (SmallMinesDS)."""
+    set_verbosity(1 if verbose else -1 if quiet else 0)
+    setup_logging()
 
 
 def main() -> None:

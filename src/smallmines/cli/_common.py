@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -18,15 +20,41 @@ console = Console(stderr=True)
 out = Console()
 
 
+VERBOSITY = {"level": 0}
+"""-1 quiet (warnings and errors only), 0 normal, 1 verbose (debug, every library's messages)."""
+LIBRARIES = ("lightning", "lightning.pytorch", "lightning.fabric", "distributed", "dask", "pyogrio", "rasterio",
+             "fiona", "matplotlib", "PIL", "numexpr", "urllib3")
+
+
+def set_verbosity(level: int) -> None:
+    """Set the verbosity chosen with ``smallmines -v/-q`` (before the command)."""
+    VERBOSITY["level"] = max(-1, min(1, level))
+
+
 def setup_logging(verbose: bool = False) -> None:
-    """Route logging through rich: smallmines at INFO (DEBUG with ``--verbose``), other libraries at WARNING."""
+    """Route logging through rich, quietly by default.
+
+    smallmines logs at INFO (DEBUG with ``-v``, WARNING with ``-q``); other libraries, Lightning's
+    banners and tips and Dask's start-up lines among them, only at WARNING, and their deprecation
+    warnings are hidden; ``-v`` shows everything.
+    """
+    level = max(VERBOSITY["level"], 1 if verbose else -1 if VERBOSITY["level"] < 0 else 0)
     handler = RichHandler(console=console, show_path=False)
-    # Lightning prints its own INFO lines through its own handler; do not print them twice.
-    handler.addFilter(lambda record: verbose or record.levelno >= logging.WARNING
-                      or not record.name.startswith("lightning"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
+    logging.basicConfig(level=logging.DEBUG if level > 0 else logging.WARNING, format="%(message)s",
                         handlers=[handler], force=True)
-    logging.getLogger("smallmines").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("smallmines").setLevel({1: logging.DEBUG, 0: logging.INFO, -1: logging.WARNING}[level])
+    for name in LIBRARIES:
+        library = logging.getLogger(name)
+        library.setLevel(logging.DEBUG if level > 0 else logging.WARNING)
+        if name.startswith("lightning"):  # Lightning adds its own handler: print through ours only
+            library.handlers = [h for h in library.handlers if not isinstance(h, logging.StreamHandler)
+                                or isinstance(h, RichHandler)]
+            library.propagate = True
+    if level <= 0:
+        for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
+            warnings.filterwarnings("ignore", category=category)
+        warnings.filterwarnings("ignore", module=r"lightning\..*",
+                                message=r".*(eval mode|num_workers|does not have many workers).*")
 
 
 @contextmanager
@@ -41,13 +69,35 @@ def api_errors() -> Iterator[None]:
 
 @contextmanager
 def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar; yields ``update(done, total)`` for API functions that report progress."""
+    """Progress for API functions that report ``update(done, total)``.
+
+    A rich bar on a terminal; elsewhere (nohup, SLURM, a log file) one line at each tenth of the work,
+    so logs show progress without control characters. Nothing with ``-q``.
+    """
+    if not console.is_terminal:
+        yield _line_progress(description)
+        return
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bar:
+    with Progress(*columns, console=console, transient=False, disable=VERBOSITY["level"] < 0) as bar:
         task = bar.add_task(description, total=total)
 
         def update(done: int, all_: int) -> None:
             bar.update(task, completed=done, total=all_)
 
         yield update
+
+
+def _line_progress(description: str) -> Callable[[int, int], None]:
+    start, shown = time.monotonic(), [-1]
+
+    def update(done: float, total: float) -> None:
+        if VERBOSITY["level"] < 0 or not total:
+            return
+        tenth = int(10 * min(done, total) / total)
+        if tenth > shown[0]:
+            shown[0] = tenth
+            console.print(f"{description}: {100 * done / total:.0f} % ({done:,.0f}/{total:,.0f}), "
+                          f"{time.monotonic() - start:.0f} s", highlight=False, soft_wrap=True)
+
+    return update

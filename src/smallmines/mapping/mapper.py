@@ -49,6 +49,7 @@ from smallmines.mapping.scene import Grid, aoi_region, load_aoi, open_scene, par
 from smallmines.mapping.vector import areas_ha, pixel_areas_m2, polygonize, write_polygons
 from smallmines.mapping.windows import BlockId, Span, make_plan
 from smallmines.mapping.work import (
+    MINES_COLOURS,
     OUTPUTS,
     WORK_DIR,
     WorkFolder,
@@ -187,6 +188,11 @@ def map_scene(
     out = Path(out_dir)
     if workers is not None and workers < 1:
         raise ConfigError(f"workers={workers}: need at least 1")
+    if threshold is not None and not 0 < threshold < 1:
+        raise ConfigError(f"threshold={threshold:g}: a mining probability threshold must be between 0 and 1 "
+                          "(exclusive), e.g. 0.5; leave it out to use the model's")
+    if min_area_ha < 0 or simplify < 0:
+        raise ConfigError(f"min_area_ha={min_area_ha:g}, simplify={simplify:g}: neither may be negative")
     if workers and not cluster and threads is None:
         threads = max(1, (os.cpu_count() or 1) // workers)
     distributed = bool(cluster or workers)
@@ -289,7 +295,7 @@ def _write_outputs(job: Job, work: WorkFolder, grid: Grid, out: Path, threshold:
     write_polygons(out / OUTPUTS["polygons"], kept, {"id": np.arange(1, len(kept) + 1, dtype=np.int64),
                                                     "area_ha": area[keep], "mean_prob": mean_prob}, grid.crs, simplify)
     _to_cog(prob_tmp, out / OUTPUTS["probability"], "average", 3, "mining probability")
-    _to_cog(mines_tmp, out / OUTPUTS["mines"], "nearest", 2, "mining (1), not mining (0)")
+    _to_cog(mines_tmp, out / OUTPUTS["mines"], "nearest", 2, "mining (1), not mining (0)", MINES_COLOURS)
     scene_km2 = areas.scene_m2 / 1e6
     return {"areas": {
         "scene_km2": scene_km2, "valid_km2": areas.valid_m2 / 1e6,

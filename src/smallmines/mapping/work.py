@@ -24,6 +24,7 @@ import rasterio
 from rasterio.windows import Window
 
 from smallmines.bands import MASK_NODATA
+from smallmines.legend import CHANGE_COLOURS, MINING_COLOUR, ChangeClass, hex_to_rgba
 from smallmines.mapping.engine import Job
 from smallmines.mapping.scene import Grid
 from smallmines.mapping.vector import label_tile, pixel_areas_m2
@@ -134,12 +135,21 @@ def _temp_raster(path: Path, grid: Grid, dtype: str, nodata: float) -> Any:
                          crs=rasterio.crs.CRS.from_wkt(grid.crs), transform=grid.transform, nodata=nodata)
 
 
-def _to_cog(src: Path, dst: Path, resampling: str, predictor: int, description: str) -> None:
+MINES_COLOURS = {0: hex_to_rgba(CHANGE_COLOURS[ChangeClass.NO_MINING]), 1: hex_to_rgba(MINING_COLOUR),
+                 MASK_NODATA: (0, 0, 0, 0)}
+"""Colour table of ``mines.tif``: mining in the scheme's gold, no mining light grey, so QGIS shows it at
+once (TIFF palettes hold no alpha: nodata, 255, is transparent through the nodata value)."""
+
+
+def _to_cog(src: Path, dst: Path, resampling: str, predictor: int, description: str,
+            colormap: dict[int, tuple[int, int, int, int]] | None = None) -> None:
     """Copy a tiled GeoTIFF into a compressed Cloud-Optimised GeoTIFF, atomically."""
     from rasterio.shutil import copy
 
     with rasterio.open(src, "r+") as ds:
         ds.set_band_description(1, description)
+        if colormap:
+            ds.write_colormap(1, colormap)
     tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")
     copy(src, tmp, driver="COG", overview_resampling=resampling, predictor=predictor, **COG_OPTIONS)
     os.replace(tmp, dst)

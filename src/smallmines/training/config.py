@@ -27,6 +27,8 @@ import dataclasses
 import datetime as dt
 import os
 import re
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -42,6 +44,7 @@ AUGMENTS = ("none", "flips", "dihedral")
 CACHES = ("device", "host")
 STATS_MODES = ("recompute", "keep")
 FROZEN_BATCH_NORM = ("fixed", "train")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle", "plateau")
 
@@ -165,7 +168,7 @@ class TrainConfig:
     """
 
     epochs: int = 50
-    max_time: str | None = None
+    max_time: str | float | None = None
     batch_size: int = 32
     eval_batch_size: int = 64
     augment: str = "dihedral"
@@ -250,6 +253,9 @@ class Config:
         """
         from smallmines.training.losses import LOSS_TERMS
 
+        for section in _SECTIONS:
+            _check_types(section, getattr(self, section))
+        _check_ranges(self)
         _choice("train.precision", str(self.train.precision), PRECISIONS)
         _choice("train.augment", self.train.augment, AUGMENTS)
         _choice("data.cache", self.data.cache, CACHES)
@@ -315,6 +321,83 @@ def parse_duration(text: str, key: str = "duration") -> dt.timedelta:
     if delta.total_seconds() <= 0:
         raise ConfigError(f"{key}={text!r}; the time budget must be positive")
     return delta
+
+
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "text", type(None): "null",
+          list: "a list", dict: "a mapping"}
+
+
+def _conforms(value: Any, kind: Any) -> bool:
+    """Whether a YAML value fits a field annotation (int is not bool; a float field takes an int)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if kind is Any:
+        return True
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and all(_conforms(v, args[0]) for v in value) if args else True
+    if origin is dict or kind is dict:
+        return isinstance(value, Mapping)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind) if isinstance(kind, type) else True
+
+
+def _describe(kind: Any) -> str:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list of {_describe(args[0]).replace('an ', '').replace('a ', '')}s" if args else "a list"
+    return _KINDS.get(origin or kind, str(kind))
+
+
+def _check_types(section: str, values: Any) -> None:
+    hints = typing.get_type_hints(type(values))
+    for f in dataclasses.fields(values):
+        value = getattr(values, f.name)
+        if not _conforms(value, hints[f.name]):
+            example = yaml.safe_dump(getattr(type(values)(), f.name), default_flow_style=True).strip()
+            example = example.removesuffix("...").strip()
+            raise ConfigError(f"{section}.{f.name}={value!r}: must be {_describe(hints[f.name])}, "
+                              f"e.g. {section}.{f.name}={example}")
+
+
+_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    # key: (lowest, highest, lowest allowed itself)
+    "data.val_fraction": (0.0, 1.0, True), "train.epochs": (1, None, True), "train.batch_size": (1, None, True),
+    "train.eval_batch_size": (1, None, True), "train.accumulate": (1, None, True), "train.patience": (1, None, True),
+    "train.num_nodes": (1, None, True), "train.log_every_n_steps": (1, None, True),
+    "train.num_sanity_val_steps": (0, None, True), "train.gradient_clip": (0.0, None, False),
+    "optimizer.lr": (0.0, None, False), "optimizer.weight_decay": (0.0, None, True),
+    "optimizer.momentum": (0.0, 1.0, True), "optimizer.warmup_epochs": (0, None, True),
+    "loss.focal_gamma": (0.0, None, True), "loss.dice_smooth": (0.0, None, True),
+}
+
+
+def _check_ranges(config: Config) -> None:
+    for key, (low, high, inclusive) in _RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value is None:
+            continue
+        too_low = low is not None and (value < low if inclusive else value <= low)
+        if too_low or (high is not None and value >= high):
+            bound = (f"at least {low}" if inclusive else f"greater than {low}") if low is not None else ""
+            bound += f"{' and ' if bound else ''}less than {high}" if high is not None else ""
+            raise ConfigError(f"{key}={value!r}: must be {bound}")
+    weights = config.loss.class_weights
+    if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
+        raise ConfigError(f"loss.class_weights={weights}: weights must be at least 0 and not all 0")
+    devices = config.train.devices
+    if isinstance(devices, str) and devices != "auto" or isinstance(devices, int) and devices < 1 \
+            or isinstance(devices, list) and any(d < 0 for d in devices):
+        raise ConfigError(f"train.devices={devices!r}: give auto, a count of at least 1 or device ids like [0, 1]")
+    if isinstance(config.train.compile, str) and config.train.compile not in COMPILE_MODES:
+        raise ConfigError(f"train.compile={config.train.compile!r}: give true, false or a torch.compile mode "
+                          f"({', '.join(COMPILE_MODES)})")
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optimizer": OptimizerConfig,

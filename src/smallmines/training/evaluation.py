@@ -61,10 +61,39 @@ def bin_label(index: int) -> str:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> the first CUDA device when there is one, else CPU."""
+    """``auto`` -> the first CUDA device when there is one, else CPU.
+
+    Raises:
+        ConfigError: an unknown device, or CUDA asked for where torch sees no GPU.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={device!r}: choose auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but no CUDA GPU is visible to torch (torch {torch.__version__}); "
+                          "use --device cpu")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={device!r}: choose auto, cpu, cuda or cuda:N")
+    return resolved
+
+
+def check_threshold(threshold: float | str) -> float:
+    """A decision threshold as a float in (0, 1).
+
+    Raises:
+        ConfigError: not a number, or outside (0, 1).
+    """
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ConfigError(f"threshold {threshold!r}: give a number between 0 and 1, e.g. 0.5") from None
+    if not 0 < value < 1:
+        raise ConfigError(f"threshold {value:g}: a mining probability threshold must be between 0 and 1 "
+                          "(exclusive), e.g. 0.5")
+    return value
 
 
 def predict_batches(network: nn.Module, arrays: SplitArrays, channels: Sequence[str], stats: BandStats,
@@ -333,7 +362,7 @@ def evaluate(
     elif threshold == "val":
         threshold = select_threshold(network, load_split(source, indices("val"), bands), channels, card.stats,
                                      batch_size, device)["threshold"]
-    threshold = float(threshold)
+    threshold = check_threshold(threshold)
     arrays = load_split(source, chosen, bands, progress)
     rows = []
     for prob, mask in predict_batches(network, arrays, channels, card.stats, batch_size, device, tta=tta):

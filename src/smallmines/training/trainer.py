@@ -136,6 +136,38 @@ class EpochTimer(Callback):
         self._stop(trainer, pl_module)
 
 
+class EpochLines(Callback):
+    """One log line per epoch (``epoch 3/12: train_loss 0.41, val_iou_mining 0.712, 35 s``).
+
+    Used when there is no progress bar (a log file, nohup, SLURM, a notebook), so a long run shows
+    where it is without control characters.
+    """
+
+    SHOWN = ("train_loss", "val_loss", "val_iou_mining", "val_miou")
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
+        self._start = time.monotonic()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
+        if not trainer.sanity_checking:
+            self._line(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
+        if not trainer.val_dataloaders or trainer.limit_val_batches == 0:
+            self._line(trainer)
+
+    def _line(self, trainer: L.Trainer) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        values = ", ".join(f"{k} {float(metrics[k]):.4f}" for k in self.SHOWN if k in metrics)
+        logger.info("epoch %d/%d: %s, %.0f s", trainer.current_epoch + 1, trainer.max_epochs, values,
+                    time.monotonic() - self._start)
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast is faster."""
     checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
@@ -187,6 +219,8 @@ def _trainer(config: Config, run_dir: Path, accelerator: str, precision: str, pr
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar(leave=True))
+    else:
+        callbacks.append(EpochLines())
     loggers: list[Any] = [CSVLogger(run_dir, name="logs", version="")]
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
         from lightning.pytorch.loggers import TensorBoardLogger

@@ -1,0 +1,168 @@
+"""Bad input as a hostile tester gives it: every case one clear line, a non-zero exit, nothing written.
+
+A growing corpus (issue 13). Cases run in-process through typer's CliRunner and share fixtures, so
+the corpus stays cheap as it grows. Each case asserts: exit code 1, an ``error:`` line naming the
+value, no Python traceback and, where the command would write, no output left behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from _scene_data import card_for, save_tiny, scene_array, write_stack
+from typer.testing import CliRunner
+
+from smallmines.bands import BAND_NAMES
+from smallmines.cli import app
+from smallmines.legend import CHANGE_COLOURS, MINING_COLOUR, hex_to_rgba
+
+runner = CliRunner()
+
+
+def _refused(args: list[str], *needles: str) -> str:
+    result = runner.invoke(app, args)
+    text = result.output
+    assert result.exit_code == 1, f"{args}: exit {result.exit_code}\n{text}"
+    assert "Traceback" not in text and result.exception is None or isinstance(result.exception, SystemExit), text
+    assert "error:" in text, text
+    for needle in needles:
+        assert needle in text, f"{args}: {needle!r} not in\n{text}"
+    return text
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hardening")
+    image = scene_array(96, 128, seed=3)
+    return {"root": root, "stacked": write_stack(root / "scene.tif", image),
+            "model": save_tiny(root / "conv.pt", card_for(image, (*BAND_NAMES, "ndvi")))}
+
+
+# ---------------------------------------------------------------- configuration values (train)
+BAD_SETTINGS = [
+    ("train.epochs=abc", "must be an integer"),
+    ("train.epochs=0", "at least 1"),
+    ("train.epochs=true", "must be an integer"),
+    ("train.batch_size=-4", "at least 1"),
+    ("train.eval_batch_size=abc", "must be an integer"),
+    ("train.patience=-3", "at least 1"),
+    ("train.seed=abc", "must be an integer"),
+    ("train.gradient_clip=-1", "greater than 0"),
+    ("train.accumulate=0", "at least 1"),
+    ("train.log_every_n_steps=0", "at least 1"),
+    ("train.num_sanity_val_steps=-2", "at least 0"),
+    ("train.devices=-1", "train.devices"),
+    ("train.devices=gpu0", "train.devices"),
+    ("train.compile=maybe", "torch.compile mode"),
+    ("train.precision=fp8", "train.precision"),
+    ("train.augment=mixup", "train.augment"),
+    ("train.threshold=1.5", "train.threshold"),
+    ("train.threshold=often", "train.threshold"),
+    ("train.max_time=soon", "train.max_time"),
+    ("train.max_time=-5m", "train.max_time"),
+    ("optimizer.lr=-1", "greater than 0"),
+    ("optimizer.lr=0", "greater than 0"),
+    ("optimizer.lr=abc", "must be a number"),
+    ("optimizer.weight_decay=-0.1", "at least 0"),
+    ("optimizer.momentum=2", "less than 1"),
+    ("optimizer.warmup_epochs=-1", "at least 0"),
+    ("optimizer.name=lion", "optimizer.name"),
+    ("optimizer.scheduler=step", "optimizer.scheduler"),
+    ("loss.focal_gamma=-1", "at least 0"),
+    ("loss.class_weights=[1, -1]", "class_weights"),
+    ("loss.class_weights=[0, 0]", "class_weights"),
+    ("loss.class_weights=[1, 2, 3]", "class_weights"),
+    ("loss.terms={tversky: 1}", "loss.terms"),
+    ("loss.terms={ce: 0, dice: 0}", "loss.terms"),
+    ("data.val_fraction=abc", "must be a number"),
+    ("data.val_fraction=1.5", "val_fraction"),
+    ("data.split_seed=1.5", "must be an integer"),
+    ("data.years=[2016, abc]", "list of integers"),
+    ("data.cache=gpu", "data.cache"),
+    ("model.args=3", "must be a mapping"),
+    ("model.stats=maybe", "model.stats"),
+    ("model.frozen_batch_norm=half", "frozen_batch_norm"),
+    ("model.freeze_encoder=often", "true or false"),
+    ("train.epoch=3", "unknown key"),
+    ("trian.epochs=3", "unknown key"),
+    ("train", "section.key=value"),
+]
+
+
+@pytest.mark.parametrize(("setting", "needle"), BAD_SETTINGS, ids=[s for s, _ in BAD_SETTINGS])
+def test_bad_configuration_values_are_refused_before_anything_is_written(synth_root: Path, tmp_path: Path,
+                                                                         setting: str, needle: str) -> None:
+    out = tmp_path / "run"
+    _refused(["train", "tiny", "--data", str(synth_root), "-o", str(out), "--set", setting], needle)
+    assert not out.exists()
+
+
+def test_a_preset_that_needs_weights_is_refused_before_anything_is_written(synth_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "faithful"
+    _refused(["train", "official-unet-r50-6band", "--data", str(synth_root), "-o", str(out)], "encoder_weights=PATH")
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- thresholds and devices
+@pytest.mark.parametrize("threshold", ["2", "5", "0", "1", "-0.5"])
+def test_map_refuses_a_threshold_outside_0_1(scene: dict[str, Path], threshold: str) -> None:
+    out = scene["root"] / f"map-{threshold}"
+    _refused(["map", str(scene["model"]), str(scene["stacked"]), "-o", str(out), "--threshold", threshold],
+             "between 0 and 1")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("option", "value", "needle"), [
+    ("--threshold", "2", "between 0 and 1"), ("--threshold", "often", "--threshold"),
+    ("--device", "cuda", "no CUDA GPU"), ("--device", "tpu", "choose auto, cpu, cuda"),
+])
+def test_evaluate_refuses_bad_thresholds_and_devices(scene: dict[str, Path], synth_root: Path, option: str,
+                                                     value: str, needle: str) -> None:
+    if option == "--device" and value == "cuda":
+        pytest.importorskip("torch")
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is visible")
+    _refused(["evaluate", str(scene["model"]), str(synth_root), option, value], needle)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--min-area", "-1"), ("--simplify", "-5")])
+def test_map_refuses_negative_sizes(scene: dict[str, Path], option: str, value: str) -> None:
+    _refused(["map", str(scene["model"]), str(scene["stacked"]), "-o", str(scene["root"] / "neg"), option, value],
+             "negative")
+
+
+# ---------------------------------------------------------------- behaving like rio and Lightning
+def test_version_and_global_verbosity() -> None:
+    from smallmines import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"smallmines {__version__}"
+    assert runner.invoke(app, ["-q", "train", "--list-presets"]).exit_code == 0
+
+
+def test_training_is_quiet_and_logs_one_line_per_epoch_without_a_terminal(synth_root: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "tiny", "--data", str(synth_root), "-o", str(tmp_path / "run"),
+                                 "--epochs", "2", "--set", "model.args={widths: [8, 16]}", "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    for banner in ("GPU available", "TPU available", "Tip:", "LeafSpec", "litlogger"):
+        assert banner not in result.output, banner
+    assert "epoch 1/2:" in result.output and "epoch 2/2:" in result.output
+    assert "val_iou_mining" in result.output
+
+
+def test_mines_raster_carries_a_colour_table(scene: dict[str, Path]) -> None:
+    result = runner.invoke(app, ["map", str(scene["model"]), str(scene["stacked"]), "-o", str(scene["root"] / "ok"),
+                                 "--window", "64", "--overlap", "32", "--min-area", "0"])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(scene["root"] / "ok" / "mines.tif") as src:
+        colours = src.colormap(1)
+        assert colours[1] == hex_to_rgba(MINING_COLOUR) and colours[0] == hex_to_rgba(CHANGE_COLOURS[0])
+        assert src.nodata == 255
+    assert json.loads((scene["root"] / "ok" / "summary.json").read_text())["areas"]["scene_km2"] > 0
+    assert np.isfinite(json.loads((scene["root"] / "ok" / "summary.json").read_text())["areas"]["mined_ha"])
