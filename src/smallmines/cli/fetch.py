@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         if (aoi is None) == (bbox is None):
             raise typer.BadParameter("give the area as AOI (a vector file or bbox) or as --bbox W,S,E,N, once")
         with api_errors():
-            from smallmines.acquire.fetch import fetch as fetch_scene
+            from smallmines.acquire.fetcher import fetch as fetch_scene
 
             with progress_bar("compositing") as update:
                 result = fetch_scene(aoi or bbox, year, output, stac=stac, months=months, statistic=statistic,
