@@ -8,7 +8,8 @@ at one arc-second. The COG assets are cut from the synthetic twin's world (the 2
 year: unchanged ground), so the clear-sky truth is known pixel for pixel:
 
 - Sentinel-2, January 2022 (baseline 04.00 and 05.09: DN = reflectance + 1000): item A has a thick
-  cloud (SCL 9) over the top-left and a cloud shadow strip (SCL 3); item B a thin cirrus patch
+  cloud (SCL 9) over the top-left, a cloud shadow strip (SCL 3) and a haze the SCL misses but its
+  cloud-probability asset (``CLD``) flags; item B a thin cirrus patch
   (SCL 10); item C lies partly outside its swath (DN 0, SCL 0 east of a diagonal) and has a
   medium-probability cloud (SCL 8) inside A's cloud, so :data:`ONLY_B` is clear in B alone.
 - Sentinel-2, January 2016 (baseline 02.04: DN = reflectance), two items, one with a cloud.
@@ -58,6 +59,8 @@ SHADOW = (slice(150, 170), slice(0, 288))
 CIRRUS = (slice(200, 260), slice(100, 200))
 ONLY_B = (slice(40, 120), slice(40, 120))
 """Clear in item B only (cloudy in A, medium cloud in C)."""
+HAZE = (slice(20, 40), slice(200, 260))
+"""Item A's haze the SCL calls clear but its cloud-probability layer (``CLD``) flags; item C has no data there."""
 SWATH_EDGE = 120
 """Item C has no data where ``col > row + SWATH_EDGE``."""
 
@@ -127,6 +130,11 @@ def _s2_item(folder: Path, item_id: str, when: datetime, baseline: str, surface:
     for rows, cols, cls, value in damage.get("clouds", ()):
         dn[:, rows, cols] = value if cls != 10 else dn[:, rows, cols] + value
         scl[rows, cols] = cls
+    cloud_probability = None
+    if "haze" in damage:
+        dn[:, damage["haze"][0], damage["haze"][1]] += 3000
+        cloud_probability = np.zeros((SIDE, SIDE), np.uint8)
+        cloud_probability[damage["haze"]] = 80
     if "shadow" in damage:
         dn[:, damage["shadow"][0], damage["shadow"][1]] *= 0.3
         scl[damage["shadow"]] = 3
@@ -154,6 +162,11 @@ def _s2_item(folder: Path, item_id: str, when: datetime, baseline: str, surface:
     _write_cog(folder / "SCL.tif", scl[None, ::2, ::2], t20, CRS, 0)
     assets["SCL"] = {"href": str(folder / "SCL.tif"), "type": COG, "roles": ["data"],
                      "title": "Scene classfication map (SCL)", "gsd": 20.0, **_proj(t20, (SIDE // 2, SIDE // 2))}
+    if cloud_probability is not None:
+        _write_cog(folder / "CLD.tif", cloud_probability[None, ::2, ::2], t20, CRS, None)
+        assets["CLD"] = {"href": str(folder / "CLD.tif"), "type": COG, "roles": ["data"],
+                         "title": "Cloud probability (MSK_CLDPRB), %", "gsd": 20.0,
+                         **_proj(t20, (SIDE // 2, SIDE // 2))}
     assets["preview"] = {"href": "https://example.invalid/preview.png", "type": "image/png", "roles": ["overview"]}
     cloud = float(np.isin(scl, (3, 8, 9, 10)).mean() * 100)
     props = {"platform": "Sentinel-2A", "constellation": "Sentinel 2", "instruments": ["msi"], "proj:epsg": 32630,
@@ -221,7 +234,7 @@ def build_items(folder: Path) -> list[dict[str, Any]]:
     a_clouds = [(*CLOUD, 9, 9000)]
     items = [
         _s2_item(folder, "S2A_MSIL2A_20220105T104431_R008_T30NWN", datetime(2022, 1, 5, 10, 44), "04.00", surface,
-                 {"clouds": a_clouds, "shadow": SHADOW}),
+                 {"clouds": a_clouds, "shadow": SHADOW, "haze": HAZE}),
         _s2_item(folder, "S2B_MSIL2A_20220115T104309_R008_T30NWN", datetime(2022, 1, 15, 10, 43), "04.00", surface,
                  {"clouds": [(*CIRRUS, 10, 1500)]}),
         _s2_item(folder, "S2A_MSIL2A_20220125T104301_R008_T30NWN", datetime(2022, 1, 25, 10, 43), "05.09", surface,

@@ -25,6 +25,7 @@ import rasterio
 from _stac_data import (
     CIRRUS,
     CLOUD,
+    HAZE,
     ONLY_B,
     ORIGIN,
     SHADOW,
@@ -145,7 +146,7 @@ def test_composite_recovers_the_clear_sky_surface_under_clouds(fetched: Any) -> 
     only_b = _on_grid(_region(ONLY_B), transform, s2.shape[1:])
     assert only_b.sum() > 4000
     np.testing.assert_allclose(s2[:, only_b], expected[:, only_b], atol=0.5)
-    for damaged in (CLOUD, SHADOW, CIRRUS):
+    for damaged in (CLOUD, SHADOW, CIRRUS, HAZE):
         region = _on_grid(_region(damaged), transform, s2.shape[1:])
         assert np.abs(s2[:, region] - expected[:, region]).max() <= 0.5
 
@@ -155,7 +156,7 @@ def test_clear_observation_count_follows_the_scl_and_the_swath(fetched: Any) -> 
     rows, cols = np.mgrid[:SIDE, :SIDE]
     valid_c = ~outside_swath(rows, cols)
     valid_c &= np.repeat(np.repeat(valid_c[::2, ::2], 2, 0), 2, 1)  # the 20 m bands and SCL of item C
-    clear = ((~_region(CLOUD) & ~_region(SHADOW)).astype(int) + ~_region(CIRRUS)
+    clear = ((~_region(CLOUD) & ~_region(SHADOW) & ~_region(HAZE)).astype(int) + ~_region(CIRRUS)
              + (valid_c & ~_region(ONLY_B)))
     np.testing.assert_array_equal(count[0], _on_grid(clear, transform, count.shape[1:]))
     assert set(np.unique(count)) == {1, 2, 3}
@@ -213,6 +214,7 @@ def test_provenance_record(fetched: Any, catalogue: Path) -> None:
     assert len(record["items"]["s1"]) == 3
     assert set(record["sentinel2"]["masked_scl_classes"]) == {"0", "1", "3", "8", "9", "10"}
     assert record["sentinel2"]["clear_pixel_share"] == 1.0
+    assert record["sentinel2"]["items_with_cloud_probability"] == [s2[0]["id"]]
     assert "Lee" in record["sentinel1"]["filter"]
     assert record["grid"]["crs"] == "EPSG:32630"
 
@@ -462,3 +464,22 @@ def test_map_accepts_the_fetched_scene_without_guard_complaints(tmp_path: Path, 
     with rasterio.open(result.probability) as src:
         assert src.crs.to_epsg() == 32630 and src.shape == (fetched.record["grid"]["height"],
                                                              fetched.record["grid"]["width"])
+
+
+def test_vector_aoi_gives_the_same_grid_as_its_bbox(tmp_path: Path) -> None:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from smallmines.acquire.grid import grid_for, read_area, utm_crs
+
+    bounds = aoi_bounds()
+    path = tmp_path / "district.gpkg"
+    gpd.GeoDataFrame({"name": ["district"]}, geometry=[box(*bounds)], crs="EPSG:4326").to_crs(
+        "EPSG:32630").to_file(path)
+    from_file, from_bbox = read_area(path), read_area(",".join(map(str, bounds)))
+    assert from_file.source == str(path) and from_bbox.source == "bbox"
+    assert grid_for(from_file).crs == grid_for(from_bbox).crs == "EPSG:32630"
+    assert abs(grid_for(from_file).width - grid_for(from_bbox).width) <= 1
+    assert utm_crs(-1.6, 6.2) == "EPSG:32630" and utm_crs(27.0, -12.5) == "EPSG:32735"
+    with pytest.raises(ConfigError, match="neither a vector file nor a bbox"):
+        read_area(str(tmp_path / "nowhere.gpkg"))

@@ -48,6 +48,8 @@ COMMON_NAMES = {"blue": "blue", "green": "green", "red": "red", "nir": "nir", "n
 BAND_LABELS = {"B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2",
                "B07": "rededge3", "B08": "nir", "B8A": "rededge4", "B11": "swir1", "B12": "swir2"}
 """Sentinel-2 band names (``eo:bands`` ``name``) of the ten bands."""
+CLOUD_PROBABILITY_KEYS = ("cld", "cloud_probability", "cloud-probability", "msk_cldprb", "cloud-prob")
+"""Asset keys of an optional cloud-probability layer (percent); a title with "cloud prob" also counts."""
 
 
 @dataclass
@@ -225,7 +227,7 @@ def s2_band_of(eo_band: dict[str, Any]) -> str | None:
 
 
 def s2_assets(item: Any) -> dict[str, str]:
-    """``{band: asset key}`` for the ten S2 bands and ``"scl"`` for the scene classification.
+    """``{band: asset key}`` for the ten S2 bands, ``"scl"`` and, where offered, ``"cloud"`` (probability).
 
     Raises:
         CatalogError: naming the item and every band or layer it lacks.
@@ -242,6 +244,9 @@ def s2_assets(item: Any) -> dict[str, str]:
         if key.lower() == "scl" or "(SCL)" in (asset.title or "") or "scene classification" in (
                 asset.title or "").lower():
             found["scl"] = (1, key)
+        title = (asset.title or "").lower()
+        if key.lower() in CLOUD_PROBABILITY_KEYS or "cloud prob" in title:
+            found["cloud"] = (1, key)
     keys = {band: key for band, (_, key) in found.items()}
     missing = [b for b in (*GROUPS["s2"], "scl") if b not in keys]
     if missing:

@@ -4,7 +4,8 @@ Each item's ten bands and SCL layer are loaded lazily with odc-stac onto the out
 neighbour, so the 20 m bands are repeated over 2 x 2 pixels of the 10 m grid as in the dataset),
 items of one solar day fused into one observation. An observation is clear where the SCL class is
 not one of :data:`SCL_MASKED` (no data, saturated, cloud shadow, medium and high probability cloud,
-thin cirrus) and every band has data. Class 2 (dark area pixels) is kept: in the dry season it is
+thin cirrus), below :data:`CLOUD_PROBABILITY_MAX` on the cloud-probability layer where the
+catalogue offers one, and every band has data. Class 2 (dark area pixels) is kept: in the dry season it is
 mostly dark water and terrain shade, and masking it would remove the turbid mining ponds.
 
 From processing baseline 04.00 (25 January 2022) L2A digital numbers carry ``BOA_ADD_OFFSET`` =
@@ -44,6 +45,8 @@ OFFSET_BASELINE = 4.0
 OFFSET_SINCE = datetime(2022, 1, 25)
 """First day of baseline 04.00: used only for items that do not state their baseline."""
 DN_NODATA = 0
+CLOUD_PROBABILITY_MAX = 50
+"""Where an item offers a cloud-probability layer (percent), pixels at or above this are masked too."""
 
 
 def _quantile(q: float, stack: np.ndarray, axis: int) -> np.ndarray:
@@ -83,11 +86,12 @@ def baseline_offset(item: Any) -> int:
         return BOA_OFFSET if moment is not None and moment >= OFFSET_SINCE else 0
 
 
-def describe_item(item: Any, offset: int) -> dict[str, Any]:
-    """Provenance of one item: id, date, cloud cover, baseline and the offset removed."""
+def describe_item(item: Any, offset: int, cloud_probability: bool = False) -> dict[str, Any]:
+    """Provenance of one item: id, date, cloud cover, baseline, the offset removed, cloud probability used."""
     props = item.properties
     return {"id": item.id, "datetime": props.get("datetime"), "cloud_cover_pct": props.get("eo:cloud_cover"),
-            "processing_baseline": props.get("s2:processing_baseline"), "offset_removed": offset}
+            "processing_baseline": props.get("s2:processing_baseline"), "offset_removed": offset,
+            "cloud_probability": cloud_probability}
 
 
 def check_statistic(statistic: str) -> None:
@@ -111,12 +115,14 @@ def _observations(items: Sequence[Any], keys: dict[str, str], offset: int, grid:
     import dask.array as da
     from odc.stac import load
 
-    wanted = [keys[b] for b in S2_BANDS] + [keys["scl"]]
+    wanted = [keys[b] for b in S2_BANDS] + [keys["scl"]] + ([keys["cloud"]] if "cloud" in keys else [])
     data = load(items, bands=wanted, geobox=grid.geobox(), chunks={"x": chunk, "y": chunk},
                 groupby="solar_day", resampling="nearest", nodata=DN_NODATA, fail_on_error=True)
     dn = da.stack([data[keys[b]].data for b in S2_BANDS], axis=1)
     scl = data[keys["scl"]].data
     clear = ~da.isin(scl, list(SCL_MASKED)) & (dn != DN_NODATA).all(axis=1)
+    if "cloud" in keys:
+        clear &= data[keys["cloud"]].data < CLOUD_PROBABILITY_MAX
     reflectance = da.where(clear[:, None], dn.astype(np.float32) - np.float32(offset), np.float32(np.nan))
     return reflectance, clear
 
@@ -151,7 +157,7 @@ def composite(items: Sequence[Any], grid: Grid, statistic: str = "median", chunk
         values, flags = _observations(group, dict(keys), offset, grid, chunk)
         reflectance.append(values)
         clear.append(flags)
-        described += [describe_item(item, offset) for item in group]
+        described += [describe_item(item, offset, any(k == "cloud" for k, _ in keys)) for item in group]
     stack = da.concatenate(reflectance, axis=0).rechunk({0: -1, 1: -1})
     result = da.map_blocks(_reduce, stack, statistic, drop_axis=0, dtype=np.float32)
     count = da.concatenate(clear, axis=0).rechunk({0: -1}).sum(axis=0, dtype=np.uint16)[None]

@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
                                                     "q75.")] = "median",
         collection: Annotated[list[str] | None, typer.Option(
             help="Override a collection id: s2=ID, s1=ID or dem=ID (repeatable).")] = None,
-        chunk: Annotated[int, typer.Option(help="Dask chunk side in pixels.", min=64)] = 1024,
+        chunk: Annotated[int, typer.Option(help="Dask chunk side in pixels (memory per chunk grows with its "
+                                                      "square and the number of observations).", min=64)] = 512,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     ) -> None:
         """Fetch Sentinel-2 L2A, Sentinel-1 RTC and the Copernicus DEM for AOI and composite them.
