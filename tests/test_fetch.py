@@ -240,8 +240,11 @@ def test_a_failure_leaves_no_partial_file_and_the_rerun_resumes(tmp_path: Path, 
         fetch(aoi_bounds(), 2022, tmp_path, stac=catalogue, chunk=CHUNK)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s2.tif", "s2_count.tif"]
     monkeypatch.undo()
-    result = fetch(aoi_bounds(), 2022, tmp_path, stac=catalogue, chunk=CHUNK)
+    calls: list[tuple[int, int]] = []
+    result = fetch(aoi_bounds(), 2022, tmp_path, stac=catalogue, chunk=CHUNK,
+                   progress=lambda done, total: calls.append((done, total)))
     assert result.reused == ["s2"]
+    assert calls[-1] == (27, 27) and len(calls) == 27  # 3 x 3 chunks for each of s1, dem, scene
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dem.tif", "fetch.json", "s1.tif", "s2.tif",
                                                           "s2_count.tif", "scene.tif"]
 

@@ -116,7 +116,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(name, path)
 
 
-def _stack(staging: Staging, files: dict[str, Path], grid: Grid, key: str, progress: Callable[[], None]) -> None:
+def _windows(grid: Grid, chunk: int) -> list[tuple[int, int, int, int]]:
+    """``(row, col, height, width)`` of the grid's chunks."""
+    return chunk_windows((tuple(min(chunk, grid.height - r) for r in range(0, grid.height, chunk)),
+                          tuple(min(chunk, grid.width - c) for c in range(0, grid.width, chunk))))
+
+
+def _stack(staging: Staging, files: dict[str, Path], grid: Grid, key: str, chunk: int,
+           progress: Callable[[], None]) -> None:
     """Write the 13-band scene from the per-sensor files, window by window."""
     name = FILES["scene"]
     raw = staging.folder / f"raw-{name}"
@@ -130,10 +137,7 @@ def _stack(staging: Staging, files: dict[str, Path], grid: Grid, key: str, progr
         dst.update_tags(**{KEY_TAG: key, "bands": ",".join(BAND_NAMES)})
         handles = [rasterio.open(path) for path in sources]
         try:
-            step = 1024
-            chunks = (tuple(min(step, grid.height - r) for r in range(0, grid.height, step)),
-                      tuple(min(step, grid.width - c) for c in range(0, grid.width, step)))
-            for row, col, height, width in chunk_windows(chunks):
+            for row, col, height, width in _windows(grid, chunk):
                 window = Window(col, row, width, height)
                 dst.write(np.concatenate([src.read(window=window) for src in handles]), window=window)
                 progress()
@@ -153,10 +157,15 @@ def _product(array: Any, bands: tuple[str, ...] | list[str], key: str, nodata: f
 
 
 def _clear_share(path: Path) -> tuple[float, float]:
-    """Share of pixels with a clear observation and mean clear observations per pixel."""
+    """Share of pixels with a clear observation and mean clear observations per pixel (read by blocks)."""
+    clear = total = pixels = 0
     with rasterio.open(path) as src:
-        count = src.read(1)
-    return float((count > 0).mean()), float(count.mean())
+        for _, window in src.block_windows(1):
+            count = src.read(1, window=window)
+            clear += int((count > 0).sum())
+            total += int(count.sum(dtype=np.int64))
+            pixels += count.size
+    return clear / pixels, total / pixels
 
 
 def fetch(aoi: str | Path | tuple[float, float, float, float], year: int, out_dir: str | Path, *,
@@ -211,7 +220,7 @@ def fetch(aoi: str | Path | tuple[float, float, float, float], year: int, out_di
     reused = [name for name in ("s2", "s1", "dem", "scene")
               if existing_key(files[name]) == keys[name] and (name != "s2" or existing_key(files["s2_count"]) ==
                                                               keys["s2"])]
-    blocks = len(chunk_windows(((chunk,) * -(-grid.height // chunk), (chunk,) * -(-grid.width // chunk))))
+    blocks = len(_windows(grid, chunk))
     todo = [name for name in ("s2", "s1", "dem", "scene") if name not in reused]
     done, total = [0], blocks * len(todo)
 
@@ -248,7 +257,7 @@ def fetch(aoi: str | Path | tuple[float, float, float, float], year: int, out_di
             staging.write({FILES["dem"]: _product(dem.metres, ["dem"], keys["dem"])}, grid, tick)
             staging.commit()
         if "scene" in todo:
-            _stack(staging, files, grid, keys["scene"], tick)
+            _stack(staging, files, grid, keys["scene"], chunk, tick)
             staging.commit()
     finally:
         staging.close()
