@@ -294,6 +294,15 @@ def test_an_item_without_a_band_is_named(tmp_path: Path, items: list[dict[str, A
         fetch(aoi_bounds(), 2022, tmp_path / "out", stac=_collection_file(tmp_path, broken))
 
 
+def test_an_unreadable_asset_is_named(tmp_path: Path, items: list[dict[str, Any]]) -> None:
+    broken = copy.deepcopy(items)
+    s1 = next(i for i in broken if i["collection"] == "sentinel-1-rtc" and i["id"].startswith("S1A_IW_GRDH_1SDV_2022"))
+    s1["assets"]["vh"]["href"] = str(tmp_path / "gone" / "vh.tif")
+    with pytest.raises(CatalogError, match=r"reading the Sentinel-1 RTC assets failed.*gone/vh.tif"):
+        fetch(aoi_bounds(), 2022, tmp_path / "out", stac=_collection_file(tmp_path, broken), chunk=CHUNK)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["s2.tif", "s2_count.tif"]
+
+
 def test_unreachable_catalogue_and_bad_arguments(tmp_path: Path, catalogue: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

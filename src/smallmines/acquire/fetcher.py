@@ -23,7 +23,8 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from smallmines.acquire import sentinel1, sentinel2
@@ -168,6 +170,53 @@ def _clear_share(path: Path) -> tuple[float, float]:
     return clear / pixels, total / pixels
 
 
+def _record(area: Area, year: int, window: tuple[datetime, datetime], months: str | int, catalogue: Catalogue,
+            grid: Grid, described: dict[str, list[dict[str, Any]]], statistic: str, files: dict[str, Path],
+            reused: list[str]) -> dict[str, Any]:
+    """Build the provenance record written to ``fetch.json``."""
+    share, mean_count = _clear_share(files["s2_count"])
+    return {
+        "format": FORMAT,
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "aoi": {"source": area.source, "bounds_deg": list(area.bounds), "geometry": area.geometry},
+        "year": year,
+        "window": {"start": window[0].isoformat(), "end": window[1].isoformat(), "months": parse_months(months)},
+        "catalogue": catalogue.describe(),
+        "grid": grid.to_dict(),
+        "items": described,
+        "sentinel2": {"statistic": statistic, "masked_scl_classes": {str(k): v for k, v in
+                                                                      sentinel2.SCL_MASKED.items()},
+                      "cloud_probability_max_pct": sentinel2.CLOUD_PROBABILITY_MAX,
+                      "items_with_cloud_probability": [i["id"] for i in described["s2"] if i["cloud_probability"]],
+                      "resampling": "nearest (20 m bands repeated over 2 x 2 pixels)",
+                      "offset": "DN - 1000 for processing baseline >= 04.00, DN otherwise",
+                      "clear_pixel_share": share, "mean_clear_observations": mean_count},
+        "sentinel1": {"filter": f"Lee {sentinel1.LEE_SIZE}x{sentinel1.LEE_SIZE}, ENL {sentinel1.LEE_LOOKS}, "
+                                "in linear power", "units": "dB (10 log10 gamma0)", "statistic": "median",
+                      "resampling": "bilinear"},
+        "dem": {"resampling": "bilinear", "units": "m"},
+        "files": {name: path.name for name, path in files.items()},
+        "reused": reused,
+    }
+
+
+@contextmanager
+def _reading(sensor: str) -> Iterator[None]:
+    """Turn a failed read of a sensor's assets (network, missing file) into a CatalogError."""
+    try:
+        yield
+    except (RasterioError, OSError) as exc:
+        raise CatalogError(f"reading the {SENSORS[sensor]} assets failed ({type(exc).__name__}: {exc}); check the "
+                           "network or the archive and rerun: files already finished are reused") from exc
+
+
+def _require_clear(count: Path, items: int, window: tuple[datetime, datetime]) -> None:
+    if _clear_share(count)[0] == 0:
+        raise CatalogError(f"no clear Sentinel-2 pixel over the AOI in {items} item(s) between "
+                           f"{window[0]:%Y-%m-%d} and {window[1]:%Y-%m-%d} (every observation is cloud, shadow, "
+                           "cirrus or no data); widen --months or choose another year")
+
+
 def fetch(aoi: str | Path | tuple[float, float, float, float], year: int, out_dir: str | Path, *,
           stac: str | Path = "planetary-computer", months: str | int = "1", statistic: str = "median",
           collections: dict[str, str | None] | None = None, chunk: int = 512,
@@ -206,7 +255,8 @@ def fetch(aoi: str | Path | tuple[float, float, float, float], year: int, out_di
     if catalogue.kind == "api":
         from odc.stac import configure_rio
 
-        configure_rio(cloud_defaults=True)  # GDAL settings for reading COGs over HTTP
+        # GDAL settings for reading COGs over HTTP, with retries of transient failures
+        configure_rio(cloud_defaults=True, GDAL_HTTP_MAX_RETRY="5", GDAL_HTTP_RETRY_DELAY="2")
     found = {"s2": _search(catalogue, "s2", area, window), "s1": _search(catalogue, "s1", area, window),
              "dem": _search(catalogue, "dem", area, ALL_TIME)}
     ids = {sensor: sorted(item.id for item in items) for sensor, items in found.items()}
@@ -234,56 +284,32 @@ def fetch(aoi: str | Path | tuple[float, float, float, float], year: int, out_di
     described: dict[str, list[dict[str, Any]]] = {}
     staging = Staging(out)
     try:
-        s2 = sentinel2.composite(found["s2"], grid, statistic, chunk)
-        described["s2"] = s2.items
-        if "s2" in todo:
-            staging.write({FILES["s2"]: _product(s2.reflectance, sentinel2.S2_BANDS, keys["s2"]),
-                           FILES["s2_count"]: _product(s2.count, ["clear_observations"], keys["s2"], 0, "uint16")},
-                          grid, tick)
-            if _clear_share(staging.folder / FILES["s2_count"])[0] == 0:
-                raise CatalogError(
-                    f"no clear Sentinel-2 pixel over the AOI in {len(found['s2'])} item(s) between "
-                    f"{window[0]:%Y-%m-%d} and {window[1]:%Y-%m-%d} (every observation is cloud, shadow, "
-                    "cirrus or no data); widen --months or choose another year")
-            staging.commit()
-        s1 = sentinel1.composite(found["s1"], grid, chunk)
-        described["s1"] = s1.items
-        if "s1" in todo:
-            staging.write({FILES["s1"]: _product(s1.db, ["vv", "vh"], keys["s1"])}, grid, tick)
-            staging.commit()
-        dem = mosaic(found["dem"], grid, chunk)
-        described["dem"] = dem.items
-        if "dem" in todo:
-            staging.write({FILES["dem"]: _product(dem.metres, ["dem"], keys["dem"])}, grid, tick)
-            staging.commit()
+        with _reading("s2"):
+            s2 = sentinel2.composite(found["s2"], grid, statistic, chunk)
+            described["s2"] = s2.items
+            if "s2" in todo:
+                staging.write({FILES["s2"]: _product(s2.reflectance, sentinel2.S2_BANDS, keys["s2"]),
+                               FILES["s2_count"]: _product(s2.count, ["clear_observations"], keys["s2"], 0,
+                                                           "uint16")}, grid, tick)
+                _require_clear(staging.folder / FILES["s2_count"], len(found["s2"]), window)
+                staging.commit()
+        with _reading("s1"):
+            s1 = sentinel1.composite(found["s1"], grid, chunk)
+            described["s1"] = s1.items
+            if "s1" in todo:
+                staging.write({FILES["s1"]: _product(s1.db, ["vv", "vh"], keys["s1"])}, grid, tick)
+                staging.commit()
+        with _reading("dem"):
+            dem = mosaic(found["dem"], grid, chunk)
+            described["dem"] = dem.items
+            if "dem" in todo:
+                staging.write({FILES["dem"]: _product(dem.metres, ["dem"], keys["dem"])}, grid, tick)
+                staging.commit()
         if "scene" in todo:
             _stack(staging, files, grid, keys["scene"], chunk, tick)
             staging.commit()
     finally:
         staging.close()
-    share, mean_count = _clear_share(files["s2_count"])
-    record = {
-        "format": FORMAT,
-        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "aoi": {"source": area.source, "bounds_deg": list(area.bounds), "geometry": area.geometry},
-        "year": year,
-        "window": {"start": window[0].isoformat(), "end": window[1].isoformat(), "months": parse_months(months)},
-        "catalogue": catalogue.describe(),
-        "grid": grid.to_dict(),
-        "items": described,
-        "sentinel2": {"statistic": statistic, "masked_scl_classes": {str(k): v for k, v in
-                                                                      sentinel2.SCL_MASKED.items()},
-                      "cloud_probability_max_pct": sentinel2.CLOUD_PROBABILITY_MAX,
-                      "items_with_cloud_probability": [i["id"] for i in described["s2"] if i["cloud_probability"]],
-                      "resampling": "nearest (20 m bands repeated over 2 x 2 pixels)",
-                      "offset": "DN - 1000 for processing baseline >= 04.00, DN otherwise",
-                      "clear_pixel_share": share, "mean_clear_observations": mean_count},
-        "sentinel1": {"filter": f"Lee {sentinel1.LEE_SIZE}x{sentinel1.LEE_SIZE}, ENL {sentinel1.LEE_LOOKS}, "
-                                "in linear power", "units": "dB (10 log10 gamma0)", "statistic": "median",
-                      "resampling": "bilinear"},
-        "dem": {"resampling": "bilinear", "units": "m"},
-        "files": {name: path.name for name, path in files.items()},
-        "reused": reused,
-    }
+    record = _record(area, year, window, months, catalogue, grid, described, statistic, files, reused)
     _write_json(out / "fetch.json", record)
     return FetchResult(out, files["scene"], files, record, reused)
