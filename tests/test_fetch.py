@@ -495,3 +495,44 @@ def test_vector_aoi_gives_the_same_grid_as_its_bbox(tmp_path: Path) -> None:
     assert utm_crs(-1.6, 6.2) == "EPSG:32630" and utm_crs(27.0, -12.5) == "EPSG:32735"
     with pytest.raises(ConfigError, match="neither a vector file nor a bbox"):
         read_area(str(tmp_path / "nowhere.gpkg"))
+
+
+# ---------------------------------------------------------------------------------------------
+# monitor: fetch -> map -> change -> report
+
+
+def test_monitor_goes_from_an_area_to_a_report(tmp_path: Path, catalogue: Path, no_signing: None) -> None:
+    import geopandas as gpd
+    from _scene_data import card_for, save_tiny
+    from shapely.geometry import box
+
+    from smallmines.data.synth.world import render
+    from smallmines.monitor import run_monitor
+
+    spots = range(0, 12160 - 64, 12160 // 6)
+    reference = np.concatenate([render(row, col, 64, 64, 2022, 0)[0] for row in spots for col in spots], axis=2)
+    model = save_tiny(tmp_path / "model.pt", card_for(reference, BAND_NAMES))
+    west, south, east, north = aoi_bounds()
+    middle = (west + east) / 2
+    zones = tmp_path / "districts.gpkg"
+    gpd.GeoDataFrame({"name": ["west", "east"]}, geometry=[box(west, south, middle, north),
+                                                          box(middle, south, east, north)],
+                     crs="EPSG:4326").to_file(zones)
+    steps: list[str] = []
+    result = run_monitor(",".join(map(str, aoi_bounds())), "2022,2016", model, tmp_path / "monitor",
+                         stac=catalogue, context=zones, chunk=CHUNK, step=steps.append,
+                         map_options={"window": 128, "overlap": 32, "block": 256})
+    assert sorted(result.scenes) == [2016, 2022]
+    assert [s.split()[0] for s in steps] == ["fetching", "mapping", "fetching", "mapping", "comparing", "writing"]
+    assert result.change.summary["year_a"] == 2016 and result.change.summary["year_b"] == 2022
+    assert sorted(result.change.zones["zone"]) == ["east", "west"]
+    html = result.report.read_text()
+    assert "Change 2016" in html and "Per zone" in html and "Interactive map" in html
+
+
+def test_cli_monitor_needs_two_years(tmp_path: Path, catalogue: Path) -> None:
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not read")
+    result = CliRunner().invoke(app, ["monitor", "--bbox", ",".join(map(str, aoi_bounds())), "--years", "2022",
+                                      "--model", str(model), "--stac", str(catalogue), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "at least two years" in result.output
