@@ -260,7 +260,8 @@ def fetch(aoi: str | Path | tuple[float, float, float, float], year: int, out_di
     found = {"s2": _search(catalogue, "s2", area, window), "s1": _search(catalogue, "s1", area, window),
              "dem": _search(catalogue, "dem", area, ALL_TIME)}
     ids = {sensor: sorted(item.id for item in items) for sensor, items in found.items()}
-    keys = {"s2": _key("s2", grid.to_dict(), ids["s2"], statistic, sentinel2.SCL_MASKED),
+    keys = {"s2": _key("s2", grid.to_dict(), ids["s2"], statistic, sentinel2.SCL_MASKED,
+                       sentinel2.CLOUD_PROBABILITY_MAX),
             "s1": _key("s1", grid.to_dict(), ids["s1"], sentinel1.LEE_SIZE, sentinel1.LEE_LOOKS),
             "dem": _key("dem", grid.to_dict(), ids["dem"])}
     keys["scene"] = _key("scene", keys["s2"], keys["s1"], keys["dem"])
