@@ -536,3 +536,51 @@ def test_cli_monitor_needs_two_years(tmp_path: Path, catalogue: Path) -> None:
     result = CliRunner().invoke(app, ["monitor", "--bbox", ",".join(map(str, aoi_bounds())), "--years", "2022",
                                       "--model", str(model), "--stac", str(catalogue), "-o", str(tmp_path / "m")])
     assert result.exit_code == 1 and "at least two years" in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# small pieces: offsets, band identification, statistics
+
+
+def _bare_item(props: dict[str, Any], when: str = "2022-03-01T10:00:00Z") -> Any:
+    import pystac
+
+    return pystac.Item.from_dict({"type": "Feature", "stac_version": "1.0.0", "id": "x", "geometry": None,
+                                  "properties": {"datetime": when, **props}, "links": [], "assets": {}})
+
+
+def test_baseline_offset() -> None:
+    from smallmines.acquire.sentinel2 import baseline_offset
+
+    assert baseline_offset(_bare_item({"s2:processing_baseline": "04.00"})) == 1000
+    assert baseline_offset(_bare_item({"s2:processing_baseline": "05.11"})) == 1000
+    assert baseline_offset(_bare_item({"s2:processing_baseline": "03.01"})) == 0
+    # Earth Search v1 items say when the offset is already removed
+    assert baseline_offset(_bare_item({"s2:processing_baseline": "05.09",
+                                       "earthsearch:boa_offset_applied": True})) == 0
+    # no baseline stated: the date decides (04.00 from 25 January 2022)
+    assert baseline_offset(_bare_item({}, "2022-01-26T10:00:00Z")) == 1000
+    assert baseline_offset(_bare_item({}, "2021-12-30T10:00:00Z")) == 0
+
+
+def test_bands_by_wavelength_common_name_or_name() -> None:
+    from smallmines.acquire.catalog import s2_band_of
+
+    assert s2_band_of({"name": "B05", "common_name": "rededge", "center_wavelength": 0.704}) == "rededge1"
+    assert s2_band_of({"name": "B8A", "common_name": "rededge", "center_wavelength": 0.865}) == "rededge4"
+    assert s2_band_of({"name": "B12", "common_name": "swir22", "center_wavelength": 2.186}) == "swir2"
+    assert s2_band_of({"name": "B09", "center_wavelength": 0.945}) is None
+    assert s2_band_of({"name": "B01", "common_name": "coastal", "center_wavelength": 0.443}) is None
+    assert s2_band_of({"name": "B8A"}) == "rededge4" and s2_band_of({"name": "B2"}) == "blue"
+    assert s2_band_of({"name": "nir08-band", "common_name": "nir08"}) == "rededge4"
+    assert s2_band_of({"name": "rededge3"}) == "rededge3"
+
+
+def test_statistics_over_clear_observations() -> None:
+    from smallmines.acquire.sentinel2 import _reduce
+
+    stack = np.array([100, 200, 300, 10_000, np.nan], np.float32).reshape(5, 1, 1, 1)
+    assert _reduce(stack, "median")[0, 0, 0] == 250
+    assert _reduce(stack, "q25")[0, 0, 0] == 175
+    assert _reduce(stack, "mean")[0, 0, 0] == 2650
+    assert np.isnan(_reduce(np.full((3, 1, 1, 1), np.nan, np.float32), "median")).all()
