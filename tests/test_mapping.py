@@ -266,3 +266,24 @@ def test_cli_map_and_its_errors(files: dict[str, Path]) -> None:
     assert bad.exit_code == 1 and "overlap=48" in bad.output
     no_model = runner.invoke(app, ["map", str(files["stacked"]), "-o", str(out)])
     assert no_model.exit_code == 1 and "model file" in no_model.output
+
+
+def test_last_window_is_shifted_inward_not_mirror_padded(tmp_path: Path) -> None:
+    """At the right and bottom edges a U-Net agrees with the whole-scene pass as well as inside.
+
+    224 x 288 px with 128-px windows every 64 px: the last window used to be cut to 96 px and mirror-padded
+    by 32, with edge errors ten times those inside; shifted inward, it holds real pixels only.
+    """
+    h, w = 224, 288
+    image = scene_array(h, w, seed=1)
+    model = save_tiny(tmp_path / "unet.pt", card_for(image, CHANNELS, "unet", TINY_UNET))
+    result = map_scene(model, tmp_path / "map", stacked=write_stack(tmp_path / "scene.tif", image), window=128,
+                       overlap=64, block=192, min_area_ha=0.0)
+    network, card = load_model(model)
+    mean, std = card.stats.arrays()
+    x = np.nan_to_num((compute_channels(image, card.channels) - mean) / std)
+    with torch.inference_mode():
+        whole = torch.softmax(network(torch.from_numpy(x.astype(np.float32))[None]), 1)[0, 1].numpy()
+    error = np.abs(_read(result.probability) - whole)
+    inside = error[32:-64, 32:-64].mean()
+    assert error[32:-64, -64:].mean() < 2 * inside and error[-64:, 32:-64].mean() < 2 * inside

@@ -203,10 +203,19 @@ def test_every_preset_resolves_and_its_network_builds():
         if config.model.name == "prithvi":
             continue
         channels = parse_bands(config.data.bands)
-        net = build_model(config.model.name, channels, **config.model.args)
+        args = dict(config.model.args)
+        if args.get("encoder_weights") == "imagenet":  # the faithful recipe: a local file must be given
+            with pytest.raises(ConfigError, match="encoder_weights=PATH"):
+                build_model(config.model.name, channels, **args)
+            args["encoder_weights"] = None
+        net = build_model(config.model.name, channels, **args)
         assert count_parameters(net) >= 0, name
     official = load_config("official-unet-r50-6band")
     assert official.model.freeze_encoder and not load_config("official-unet-r50-6band-unfrozen").model.freeze_encoder
+    # their script keeps TerraTorch's pretrained: True (ImageNet, frozen) and its freeze leaves batch norm training
+    assert official.model.args["encoder_weights"] == "imagenet" and official.model.frozen_batch_norm == "train"
+    scratch = load_config("official-unet-r50-6band-scratch")
+    assert scratch.model.args["encoder_weights"] is None and scratch.model.freeze_encoder
     assert parse_bands(official.data.bands) == parse_bands("official6")
     assert official.loss.class_weights == [0.1, 0.9] and official.optimizer.lr == 1e-4
     assert official.train.batch_size == 4 and official.train.epochs == 100 and official.train.augment == "flips"
@@ -222,3 +231,42 @@ def test_registry_is_extensible():
         assert build_model("constant-test", ALL13)(torch.zeros(1, 13, 4, 4)).shape == (1, 2, 4, 4)
     finally:
         MODELS.pop("constant-test")
+
+
+@pytest.mark.parametrize("mode", ["fixed", "train"])
+def test_frozen_encoder_batch_norm_is_fixed_or_follows_the_batches(mode):
+    torch.manual_seed(0)
+    net = build_model("unet", parse_bands("official6"), encoder="resnet18")
+    freeze_encoder(net, mode)
+    net.train()
+    norms = [m for m in net.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in norms]
+    weights = [p.clone() for p in net.encoder.parameters()]
+    net(torch.randn(2, 6, 64, 64) * 3 + 1).sum().backward()
+    changed = any(not torch.equal(a, m.running_mean) for a, m in zip(before, norms, strict=True))
+    assert changed == (mode == "train")  # TerraTorch's freeze: statistics move, weights do not
+    assert all(p.grad is None and not p.requires_grad for p in net.encoder.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(weights, net.encoder.parameters(), strict=True))
+    with pytest.raises(ConfigError, match="frozen_batch_norm"):
+        freeze_encoder(build_model("unet", parse_bands("official6"), encoder="resnet18"), "half")
+
+
+def test_imagenet_first_convolution_is_tiled_like_smp_and_not_needed_to_reload(tmp_path):
+    import segmentation_models_pytorch as smp
+
+    rgb = smp.encoders.get_encoder("resnet18", in_channels=3, weights=None)
+    torch.save(rgb.state_dict(), tmp_path / "resnet18-imagenet.pth")
+    channels = parse_bands("official6")
+    original = rgb.state_dict()["conv1.weight"]
+    tiled = build_model("unet", channels, encoder="resnet18", encoder_weights=str(tmp_path / "resnet18-imagenet.pth"),
+                        first_conv="tile")
+    expected = original[:, [i % 3 for i in range(6)]] * 0.5
+    assert torch.allclose(tiled.encoder.conv1.weight, expected)
+    mean = build_model("unet", channels, encoder="resnet18", encoder_weights=str(tmp_path / "resnet18-imagenet.pth"))
+    assert torch.allclose(mean.encoder.conv1.weight[:, 0], original.mean(1) * 0.5, atol=1e-6)
+    card = ModelCard("unet", {"encoder": "resnet18", "encoder_weights": str(tmp_path / "resnet18-imagenet.pth"),
+                              "first_conv": "tile"}, channels, BandStats(channels, (0.0,) * 6, (1.0,) * 6), 0.5, {})
+    save_model(tmp_path / "model.pt", tiled, card)
+    (tmp_path / "resnet18-imagenet.pth").unlink()  # a model file loads where the initial weights do not exist
+    loaded, _ = load_model(tmp_path / "model.pt")
+    assert torch.equal(loaded.encoder.conv1.weight, tiled.encoder.conv1.weight)

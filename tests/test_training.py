@@ -176,6 +176,82 @@ def test_fit_is_reproducible_and_resumes(run, synth_root, tmp_path):
     assert epochs == {0, 1, 2}
 
 
+def _falling_val_iou(monkeypatch):
+    """Make validation mining IoU fall every epoch, so the best epoch (0) is never the last one."""
+    from smallmines.training.task import SegmentationTask
+
+    original = SegmentationTask._log_epoch
+
+    def log_epoch(self, stage):
+        if stage != "val":
+            return original(self, stage)
+        metric = self.metrics["val_metrics"]
+        values = metric.compute()
+        metric.reset()
+        values["iou_mining"] = torch.tensor(1.0 / (self.current_epoch + 1))
+        for name, value in values.items():
+            self.log(f"val_{name}", value)
+
+    monkeypatch.setattr(SegmentationTask, "_log_epoch", log_epoch)
+
+
+def _network_state(path):
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    return {k[len("network."):]: v for k, v in blob["state_dict"].items() if k.startswith("network.")}
+
+
+def test_last_checkpoint_is_the_last_epoch_and_resume_continues_from_it(synth_root, tmp_path, monkeypatch):
+    _falling_val_iou(monkeypatch)
+    out = tmp_path / "falling"
+    result = fit("tiny", [f"data.root={synth_root}", *FAST, "train.epochs=3"], out=out)
+    ckpts = out / "checkpoints"
+    epoch = lambda path: torch.load(path, map_location="cpu", weights_only=False)["epoch"]  # noqa: E731
+    assert result.summary["best_epoch"] == 0 and epoch(ckpts / "best.ckpt") == 0
+    assert epoch(ckpts / "last.ckpt") == 2  # the last epoch, not a copy of the best one
+    # the final weights are kept beside the best ones, as a model file with its own threshold
+    final_net, final_card = load_model(out / "model-final.pt")
+    last = _network_state(ckpts / "last.ckpt")
+    assert all(torch.equal(v, last[k]) for k, v in final_net.state_dict().items())
+    best_net, _ = load_model(out / "model.pt")
+    assert any(not torch.equal(v, best_net.state_dict()[k]) for k, v in final_net.state_dict().items())
+    assert result.summary["final"]["path"] == "model-final.pt" and 0 < final_card.threshold < 1
+    resumed = fit("tiny", [f"data.root={synth_root}", *FAST, "train.epochs=4"], out=out, resume=True)
+    assert resumed.summary["resumed_from_epoch"] == 3 and resumed.summary["epochs"] == 4
+    assert epoch(ckpts / "last.ckpt") == 3
+
+
+def test_max_time_stops_training_and_is_reported(synth_root, tmp_path):
+    with pytest.raises(ConfigError, match="max_time"):
+        load_config("tiny", ["train.max_time=soon"])
+    result = fit("tiny", [f"data.root={synth_root}", *FAST, "train.epochs=500", "train.max_time=2s"],
+                 out=tmp_path / "timed")
+    assert result.summary["time_limited"] and result.summary["max_time"] == "2s"
+    assert result.summary["epochs"] < 500 and (tmp_path / "timed" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_cpu_when_the_cpu_has_it(synth_root, tmp_path, monkeypatch, caplog, native):
+    import smallmines.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: native)
+    with caplog.at_level("WARNING", logger="smallmines.training.trainer"):
+        result = fit("tiny", [f"data.root={synth_root}", *FAST, "train.epochs=1", "train.precision=bf16-mixed"],
+                     out=tmp_path / f"bf16-{native}")
+    assert result.summary["precision"] == ("bf16-mixed" if native else "32-true")
+    assert native or "training in 32-true" in caplog.text
+    with open(tmp_path / f"bf16-{native}" / "logs" / "metrics.csv") as fh:
+        losses = [float(r["train_loss"]) for r in csv.DictReader(fh) if r.get("train_loss")]
+    assert losses and all(np.isfinite(losses))
+    assert all(torch.isfinite(v).all() for v in result.network.state_dict().values() if v.is_floating_point())
+
+
+def test_faithful_preset_needs_local_imagenet_weights(synth_root, tmp_path):
+    out = tmp_path / "faithful"
+    with pytest.raises(ConfigError, match="encoder_weights=PATH"):
+        fit("official-unet-r50-6band", [f"data.root={synth_root}"], out=out)
+    assert not out.exists()  # refused before anything is written
+
+
 def test_fine_tune_evaluates_before_and_after(run, synth_root, tmp_path):
     result = fit("tiny", [f"data.root={synth_root}", "train.epochs=1", f"model.init={run.model_path}",
                           "model.freeze_encoder=true", "model.stats=keep"], out=tmp_path / "ft")
@@ -206,8 +282,14 @@ def test_cli_train_evaluate_benchmark(synth_root, tmp_path):
     assert "official-prithvi-600" in runner.invoke(app, ["train", "--list-presets"]).output
     bench = tmp_path / "bench"
     res = runner.invoke(app, ["benchmark", "tiny", "pixel-lgbm", "--data", str(synth_root), "--seeds", "0,1",
-                              "-o", str(bench), "--set", "train.epochs=1", "--set", "train.batch_size=8"])
+                              "-o", str(bench), "--set", "train.epochs=1", "--set", "train.batch_size=8",
+                              "--max-time", "30m"])
     assert res.exit_code == 0, res.output
+    tiny_run = json.loads(next(bench.rglob("tiny*/**/train_summary.json")).read_text())
+    assert tiny_run["max_time"] == "30m" and not tiny_run["time_limited"]
+    bad = runner.invoke(app, ["benchmark", "tiny", "--data", str(synth_root), "-o", str(tmp_path / "b2"),
+                              "--max-time", "tomorrow"])
+    assert bad.exit_code == 1 and "max_time" in bad.output
     assert "| Model | Bands | Params | Train time | Mining IoU | mIoU | F1" in (bench / "benchmark.md").read_text()
     with open(bench / "benchmark.csv") as fh:
         rows = list(csv.DictReader(fh))

@@ -13,6 +13,7 @@ from smallmines.mapping.windows import (
     Span,
     add_window,
     assemble,
+    axis_weights,
     check_tiling,
     iter_windows,
     make_plan,
@@ -20,6 +21,7 @@ from smallmines.mapping.windows import (
     pad_window,
     taper,
     tile_axis,
+    weight_sum,
 )
 
 lengths = st.integers(1, 900)
@@ -42,19 +44,25 @@ def test_pad_to_multiple(n: int, multiple: int) -> None:
 
 @given(lengths, tilings())
 def test_tile_axis_covers_every_pixel_inside_bounds(length: int, tiling: tuple[int, int, int]) -> None:
-    size, overlap, _ = tiling
+    size, overlap, margin = tiling
     spans = tile_axis(length, size, overlap)
     covered = np.zeros(length, int)
+    for span in spans[:-1]:
+        assert span.start % (size - overlap) == 0
     for span in spans:
-        assert 0 <= span.start < span.stop <= length
+        assert 0 <= span.start < span.stop <= length and span.start % ALIGN == 0
         assert span.size <= size
-        assert span.start % (size - overlap) == 0 and span.start % ALIGN == 0
         covered[span.slice()] += 1
     assert covered.min() >= 1
     assert spans[-1].stop == length
-    if len(spans) > 1:  # the clipped last window keeps more than the shared strip
-        assert spans[-1].size > overlap
-        assert all(a.stop - b.start == overlap for a, b in zip(spans, spans[1:], strict=False))
+    if len(spans) > 1:  # windows are whole: the last is shifted inward, padded by less than ALIGN pixels
+        assert all(s.size == size for s in spans[:-1]) and size - ALIGN < spans[-1].size <= size
+        assert all(a.stop - b.start == overlap for a, b in zip(spans[:-1], spans[1:-1], strict=False))
+        assert spans[-2].stop - spans[-1].start >= overlap and spans[-2].start < spans[-1].start
+        weights = axis_weights(spans, overlap, margin)
+        np.testing.assert_allclose(weight_sum(spans, weights, length), 1.0, atol=1e-6)
+        shared = spans[-2].stop - overlap - spans[-1].start  # the last window adds nothing before the strip
+        assert (weights[-1][:shared] == 0).all()
 
 
 @given(st.integers(1, 64).map(lambda k: 2 * k), st.integers(0, 40))
@@ -79,8 +87,13 @@ def test_plan_blocks_partition_and_weights_positive(height: int, width: int, til
         rows, cols = plan.core(block_id)
         cores[rows.slice(), cols.slice()] += 1
         f_rows, f_cols = plan.footprint(block_id)
-        assert f_rows.start == rows.start and f_rows.stop <= min(rows.stop + overlap, height)
-        assert f_cols.start == cols.start and f_cols.stop <= min(cols.stop + overlap, width)
+        # a footprint spills only into the next block's core: by at most the overlap, or further when
+        # that block starts with the last window, which is shifted inward to end at the scene edge
+        for f, core, spans, groups, k in ((f_rows, rows, plan.rows, plan.row_groups, block_id[0]),
+                                          (f_cols, cols, plan.cols, plan.col_groups, block_id[1])):
+            assert f.start == core.start
+            shifted_next = k + 1 < len(groups) and groups[k + 1][0] == len(spans) - 1
+            assert f.stop <= (spans[-1].stop if shifted_next else min(core.stop + overlap, spans[-1].stop))
         seen.extend(plan.windows(block_id))
     assert (cores == 1).all()
     assert len(seen) == len(set(seen)) == plan.n_windows

@@ -62,8 +62,9 @@ def map_command(
 ) -> None:
     """Map mining over whole scenes: probability.tif, mines.tif, mines.gpkg and summary.json.
 
-    On CPU, export the model once (smallmines export) and map with --onnx: ONNX Runtime is about 3x
-    faster than PyTorch there. GDAL's block cache is capped at 512 MB unless GDAL_CACHEMAX is set.
+    On CPU, export the model once (smallmines export) and map with --onnx: ONNX Runtime mapped 1.3-1.4x
+    faster than PyTorch end to end on 2 CPU cores (see BENCHMARKS.md). GDAL's block cache is capped at
+    512 MB unless GDAL_CACHEMAX is set.
     """
     os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
     setup_logging(verbose)

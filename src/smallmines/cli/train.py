@@ -80,6 +80,8 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt.")] = False,
     seed: Annotated[int | None, typer.Option(help="Training seed.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
+    max_time: Annotated[str | None, typer.Option(
+        help="Wall-clock budget of training, e.g. 10m, 1.5h or DD:HH:MM:SS (compare recipes at equal time).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size per device.")] = None,
     precision: Annotated[str | None, typer.Option(help="32-true, bf16-mixed, 16-mixed...")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile on GPU.")] = None,
@@ -106,6 +108,7 @@ def train(
             config = str(saved)
         overrides = _overrides(sets, {"data.root": data, "model.init": init, "model.freeze_encoder": freeze_encoder,
                                       "model.stats": stats, "train.seed": seed, "train.epochs": epochs,
+                                      "train.max_time": max_time,
                                       "train.batch_size": batch_size, "train.precision": precision,
                                       "train.compile": compile,
                                       "train.devices": yaml.safe_load(devices) if devices else None})
@@ -116,7 +119,9 @@ def train(
     if not s:
         return
     out.print(f"[bold green]trained[/] {s['name']}: {s['epochs']} epochs in {s['seconds']:.0f} s "
-              f"({s['patches_per_s']:.0f} patches/s), best val mining IoU {s.get('best_score') or float('nan'):.4f} "
+              f"({s['patches_per_s']:.0f} patches/s, {s.get('precision')}"
+              f"{', stopped by --max-time ' + str(s['max_time']) if s.get('time_limited') else ''}), "
+              f"best val mining IoU {s.get('best_score') or float('nan'):.4f} "
               f"at epoch {s.get('best_epoch')}, threshold {s['threshold']:.2f}")
     if result.transfer:
         out.print(_scores_table("transfer: test split of the new data",
@@ -124,7 +129,8 @@ def train(
                                                    "patches": len(result.transfer["before"].per_patch)},
                                  "after (fine-tuned)": {**result.transfer["after"].overall,
                                                         "patches": len(result.transfer["after"].per_patch)}}))
-    out.print(f"run folder: {result.run_dir}  model: {result.model_path}")
+    final = f"  final weights: {result.run_dir / s['final']['path']}" if s.get("final") else ""
+    out.print(f"run folder: {result.run_dir}  model: {result.model_path}{final}")
 
 
 def evaluate(
@@ -168,6 +174,8 @@ def benchmark(
     output: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder.")] = Path("runs/benchmark"),
     sets: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override for every config.")] = None,
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
+    max_time: Annotated[str | None, typer.Option(
+        help="Wall-clock training budget of every run, e.g. 10m (compare recipes at equal time).")] = None,
 ) -> None:
     """Train and evaluate several configs on the same split and seeds; write the comparison table."""
     from smallmines.errors import ConfigError
@@ -179,7 +187,7 @@ def benchmark(
         except ValueError:
             raise ConfigError(f"--seeds {seeds!r}; give integers separated by commas, e.g. 0,1,2") from None
         result = run(configs, seed_list, data=data, out=output, overrides=sets, split=split,
-                     progress=console.is_terminal)
+                     progress=console.is_terminal, max_time=max_time)
     out.print(result.markdown)
     out.print(f"written to {result.out}/benchmark.md, benchmark.csv and runs.csv")
 

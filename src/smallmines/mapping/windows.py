@@ -9,15 +9,20 @@ Along each axis of a scene of ``length`` pixels:
 - **Windows** of ``size`` pixels start at multiples of ``stride = size - overlap``. ``size`` and
   ``overlap`` are multiples of ``align`` (32, the total downsampling of a five-stage encoder), so
   every window sits on the same pooling grid as the whole image and a network sees the same
-  neighbourhood in a window as in the whole scene. The last window is clipped at the scene edge
-  (it keeps more than ``overlap`` real pixels) and padded back to ``size`` by reflection; a scene
-  smaller than one window is one window of the scene padded to a multiple of ``align``.
+  neighbourhood in a window as in the whole scene. The last window is shifted inward to end at the
+  scene edge rounded up to a multiple of ``align`` (as TerraTorch's tiling does, but on the pooling
+  grid), so it holds real pixels and at most ``align - 1`` reflected ones, exactly as the whole scene
+  padded to ``align`` would: a window cut at the edge and mirror-padded by up to ``size - overlap``
+  pixels degrades predictions there for networks with a large receptive field. A scene smaller than
+  one window is one window of the scene, reflected to a multiple of ``align``.
 - **Blending**: a window's weight is 1 inside and falls to 0 over the ``overlap`` pixels it
   shares with a neighbour: 0 for the ``margin`` pixels next to its edge (where a network's zero
   padding still shows), then a raised cosine. The two tapers of a shared strip sum to 1, and the
   stitched value is ``sum(weight * value) / sum(weight)``, so there are no seams and, for a network
-  whose receptive field is within ``margin``, tiled output equals whole-image output exactly.
-  Sides at the scene edge are not tapered.
+  whose receptive field is within ``margin``, tiled output equals whole-image output exactly. The
+  shifted last window shares more than ``overlap`` pixels with its neighbour: it gets zero weight
+  where the neighbour is at full weight and its taper lies under the neighbour's, so it only adds
+  the scene edge. Sides at the scene edge are not tapered.
 - **Blocks** group ``per_block`` consecutive windows: the unit of work for a process, a Dask task
   and a resumable result. A block's *footprint* is the union of its windows; its *core* runs from
   its first window's start to the next block's first start, so cores partition the scene and a
@@ -98,22 +103,25 @@ def window_length(length: int, size: int, align: int = ALIGN) -> int:
 
 
 def tile_axis(length: int, size: int, overlap: int, align: int = ALIGN) -> list[Span]:
-    """Window spans along one axis, clipped to ``[0, length)``.
+    """Window spans along one axis, inside ``[0, length)``.
 
-    Starts are multiples of ``size - overlap``; the last span ends at ``length``.
+    Starts are multiples of ``size - overlap``, except the last window's, which is shifted inward so
+    that the window ends at the axis padded to a multiple of ``align``: it holds the scene edge and at
+    most ``align - 1`` pixels of padding, as a whole-scene pass does. An axis shorter than a window is
+    one span.
     """
     n = window_length(length, size, align)
     if n >= length:
         return [Span(0, length)]
+    padded = pad_to_multiple(length, align)
     stride = n - overlap
     spans = []
     start = 0
-    while True:
-        stop = min(start + n, length)
-        spans.append(Span(start, stop))
-        if stop == length:
-            return spans
+    while start + n < padded:
+        spans.append(Span(start, start + n))
         start += stride
+    spans.append(Span(padded - n, length))
+    return spans
 
 
 def taper(overlap: int, margin: int) -> np.ndarray:
@@ -139,9 +147,19 @@ def span_weights(size: int, overlap: int, margin: int, start_taper: bool, end_ta
 
 
 def axis_weights(spans: list[Span], overlap: int, margin: int) -> list[np.ndarray]:
-    """Blending weights of each span of :func:`tile_axis` (outer sides untapered)."""
+    """Blending weights of each span of :func:`tile_axis` (outer sides untapered).
+
+    A window that starts further back than ``overlap`` before its neighbour's end (the shifted last
+    window) is zero up to where the neighbour's taper begins, and tapers in under it from there.
+    """
     last = len(spans) - 1
-    return [span_weights(s.size, overlap, margin, i > 0, i < last) for i, s in enumerate(spans)]
+    weights = []
+    for i, span in enumerate(spans):
+        lead = max(spans[i - 1].stop - overlap - span.start, 0) if i else 0
+        w = np.zeros(span.size, np.float32)
+        w[lead:] = span_weights(span.size - lead, overlap, margin, i > 0, i < last)
+        weights.append(w)
+    return weights
 
 
 def weight_sum(spans: list[Span], weights: list[np.ndarray], length: int) -> np.ndarray:
@@ -277,19 +295,29 @@ class Plan:
                 _core(self.cols, self.col_groups, block[1], self.width))
 
     def contributors(self, block: BlockId) -> list[BlockId]:
-        """Blocks whose footprint overlaps this block's core (itself and up to three before it)."""
+        """Blocks whose footprint overlaps this block's core: itself and a few before it.
+
+        Usually up to three (the previous block row and column); the shifted last window can make the
+        footprint of a block two rows or columns back reach the last core too.
+        """
         core_rows, core_cols = self.core(block)
-        out = []
-        for i in range(max(block[0] - 1, 0), block[0] + 1):
-            for j in range(max(block[1] - 1, 0), block[1] + 1):
-                rows, cols = self.footprint((i, j))
-                if intersect(rows, core_rows) and intersect(cols, core_cols):
-                    out.append((i, j))
-        return out
+        rows = _reaching(self.rows, self.row_groups, block[0], core_rows)
+        cols = _reaching(self.cols, self.col_groups, block[1], core_cols)
+        return [(i, j) for i in rows for j in cols]
 
     def normaliser(self, rows: Span, cols: Span) -> np.ndarray:
         """Sum of all window weights over a region (float32), the divisor of the stitched sum."""
         return np.outer(self.row_sum[rows.slice()], self.col_sum[cols.slice()]).astype(np.float32)
+
+
+def _reaching(spans: list[Span], groups: list[range], k: int, core: Span) -> list[int]:
+    """Block indices along an axis, up to ``k``, whose windows reach into ``core`` (ascending)."""
+    out = []
+    for i in range(k, -1, -1):  # footprints end further along as i grows: stop at the first that ends before
+        if spans[groups[i][-1]].stop <= core.start:
+            break
+        out.append(i)
+    return out[::-1]
 
 
 def _core(spans: list[Span], groups: list[range], k: int, length: int) -> Span:

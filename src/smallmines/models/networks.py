@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 
 NUM_CLASSES = 2
+NAMED_WEIGHTS = ("imagenet",)
+"""Symbolic ``encoder_weights`` a preset may name; the file itself must be given (never downloaded)."""
 OPTICAL_SENSOR = "s2"
 
 
@@ -37,31 +39,52 @@ def mining_probability(logits: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
+FIRST_CONV_RULES = ("mean", "tile")
+
+
+def require_local_weights(encoder: str, encoder_weights: str | None) -> None:
+    """Refuse a symbolic ``encoder_weights`` (``imagenet``): the file must be given, nothing is downloaded.
+
+    Raises:
+        ConfigError: naming the weights, the encoder and the option that fixes it.
+    """
+    if encoder_weights in NAMED_WEIGHTS:
+        raise ConfigError(
+            f"model.args.encoder_weights={encoder_weights!r}: this recipe starts from {encoder_weights} weights, "
+            f"which are never downloaded here; give the local file with --set model.args.encoder_weights=PATH "
+            f"(a state dict of {encoder}, e.g. torchvision's or timm's {encoder} {encoder_weights} weights)")
+
+
 def _smp(arch: str) -> Callable[..., nn.Module]:
     def build(in_channels: int, channels: tuple[str, ...] = (), encoder: str = "resnet34",
-              encoder_weights: str | None = None, **kwargs: Any) -> nn.Module:
+              encoder_weights: str | None = None, first_conv: str = "mean", **kwargs: Any) -> nn.Module:
         import segmentation_models_pytorch as smp
 
+        require_local_weights(encoder, encoder_weights)
+        if first_conv not in FIRST_CONV_RULES:
+            raise ConfigError(f"first_conv={first_conv!r}; choose one of {', '.join(FIRST_CONV_RULES)}")
         try:
             model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None,
                                      in_channels=in_channels, classes=NUM_CLASSES, **kwargs)
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise ConfigError(f"cannot build {arch} with encoder {encoder!r} and arguments {kwargs}: {exc}") from exc
         if encoder_weights:
-            load_encoder_weights(model.encoder, encoder_weights)
+            load_encoder_weights(model.encoder, encoder_weights, first_conv)
         return model
 
     build.__doc__ = f"segmentation-models-pytorch ``{arch}`` with 2 output classes."
     return build
 
 
-def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
+def load_encoder_weights(encoder: nn.Module, path: str | Path, first_conv: str = "mean") -> None:
     """Load a local encoder state dict; a first convolution of another input width is adapted.
 
-    Keys may carry an ``encoder.`` prefix (a whole smp model's state dict). RGB-pretrained first-layer
-    weights are averaged over their input channels and repeated for each of our channels, scaled by
-    3/C, the usual way to keep the activation scale for multi-spectral input; so a 13-band model starts
-    with every channel treated alike, not with the RGB weights tiled over unrelated bands.
+    Keys may carry an ``encoder.`` prefix (a whole smp model's state dict). With ``first_conv="mean"``,
+    RGB-pretrained first-layer weights are averaged over their input channels and repeated for each of
+    our channels, scaled by 3/C, the usual way to keep the activation scale for multi-spectral input;
+    so a 13-band model starts with every channel treated alike, not with the RGB weights tiled over
+    unrelated bands. ``first_conv="tile"`` does what smp (and so TerraTorch) does with pretrained
+    weights: channel ``i`` gets the RGB weights of channel ``i % 3``, scaled by 3/C.
 
     Raises:
         CheckpointError: the file does not exist or holds no weights for this encoder.
@@ -79,7 +102,10 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
         other_width = key in own and value.ndim == 4 and own[key].shape[1] != value.shape[1]
         if other_width and own[key].shape[0] == value.shape[0]:
             c = own[key].shape[1]
-            state[key] = value.mean(dim=1, keepdim=True).repeat(1, c, 1, 1) * (3.0 / c)
+            if first_conv == "tile":
+                state[key] = value[:, [i % value.shape[1] for i in range(c)]] * (value.shape[1] / c)
+            else:
+                state[key] = value.mean(dim=1, keepdim=True).repeat(1, c, 1, 1) * (3.0 / c)
     matched = [k for k in state if k in own and own[k].shape == state[k].shape]
     if not matched:
         raise CheckpointError(f"{path}: no tensor matches the encoder ({len(own)} keys, e.g. {next(iter(own))!r})")

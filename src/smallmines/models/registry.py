@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 
 CARD_KEY = "smallmines"
+INIT_ONLY_ARGS = ("encoder_weights", "weights")
+"""Architecture arguments that only initialise weights; a trained model is rebuilt without them."""
 # ----------------------------------------------------------------------------------------------
 # Registry
 # ----------------------------------------------------------------------------------------------
@@ -100,16 +102,30 @@ def is_neural(network: nn.Module) -> bool:
     return not isinstance(network, PixelGBM)
 
 
-def freeze_encoder(network: nn.Module) -> None:
-    """Freeze a network's encoder(s) in place.
+def freeze_encoder(network: nn.Module, batch_norm: str = "fixed") -> None:
+    """Freeze a network's encoder(s) in place: no gradients reach the encoder weights.
+
+    Args:
+        network: a registered network with an encoder.
+        batch_norm: ``fixed``: the encoder's batch-norm layers stay in eval mode, so their running
+            statistics keep their initial values (smp's ``freeze_encoder``); ``train``: they follow
+            ``network.train()`` and their running statistics adapt to the training batches, as with
+            TerraTorch's ``freeze_backbone``, which only turns gradients off.
 
     Raises:
-        ConfigError: the network has no encoder to freeze.
+        ConfigError: the network has no encoder to freeze, or an unknown ``batch_norm``.
     """
     freeze = getattr(network, "freeze_encoder", None)
     if freeze is None:
         raise ConfigError(f"{type(network).__name__} has no encoder to freeze")
+    if batch_norm not in ("fixed", "train"):
+        raise ConfigError(f"frozen_batch_norm={batch_norm!r}; choose fixed or train")
     freeze()
+    if batch_norm == "train":  # gradients stay off; let train() reach the encoder's norm layers again
+        for flag in ("_is_encoder_frozen", "_frozen"):
+            if hasattr(network, flag):
+                setattr(network, flag, False)
+        network.train(network.training)
 
 
 def count_parameters(network: nn.Module, trainable_only: bool = False) -> int:
@@ -165,8 +181,13 @@ class ModelCard:
             raise CheckpointError(f"model card is incomplete ({exc})") from exc
 
     def build(self) -> nn.Module:
-        """A fresh (untrained) network of this card's architecture."""
-        return build_model(self.model, self.channels, **self.model_args)
+        """A fresh network of this card's architecture, to load trained weights into.
+
+        Initial-weight files (``encoder_weights``, Prithvi's ``weights``) are not read again: the
+        trained weights replace them, and a model file must load where those files do not exist.
+        """
+        args = {k: v for k, v in self.model_args.items() if k not in INIT_ONLY_ARGS}
+        return build_model(self.model, self.channels, **args)
 
 
 def save_model(path: str | Path, network: nn.Module, card: ModelCard) -> Path:

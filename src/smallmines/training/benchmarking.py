@@ -147,6 +147,7 @@ def benchmark(
     overrides: Iterable[str] | Mapping[str, Any] | None = None,
     split: str = "test",
     progress: bool = False,
+    max_time: str | None = None,
 ) -> BenchmarkResult:
     """Train and evaluate every configuration with every seed; write the comparison table.
 
@@ -158,6 +159,8 @@ def benchmark(
         overrides: ``section.key=value`` strings applied to every configuration.
         split: split to score (``test``).
         progress: Lightning progress bars.
+        max_time: wall-clock training budget of every run (``train.max_time``, e.g. ``10m``), so
+            recipes are compared at equal time.
 
     Returns:
         The table, per-run rows and Markdown.
@@ -171,6 +174,9 @@ def benchmark(
         config = load_config(source, overrides)
         if data is not None:
             config.data.root = str(data)
+        if max_time is not None:
+            config.train.max_time = str(max_time)
+            config.validate()
         resolved.append(config)
     names = [c.name for c in resolved]
     if len(set(names)) != len(names):

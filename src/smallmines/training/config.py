@@ -6,10 +6,10 @@ A configuration has five sections (every key optional, defaults below)::
     description: U-Net ResNet34 on all 13 bands (early fusion)
     base: tiny                       # optional: start from a preset or another YAML file
     data:      {root, bands, splits, split_seed, val_fraction, years, splits_dir, cache}
-    model:     {name, args, freeze_encoder, init, stats}
+    model:     {name, args, freeze_encoder, frozen_batch_norm, init, stats}
     loss:      {terms, class_weights, focal_gamma, dice_smooth}
     optimizer: {name, lr, weight_decay, momentum, scheduler, warmup_epochs}
-    train:     {epochs, batch_size, eval_batch_size, augment, patience, seed, precision, compile,
+    train:     {epochs, max_time, batch_size, eval_batch_size, augment, patience, seed, precision, compile,
                 channels_last, deterministic, accelerator, devices, num_nodes, strategy, threshold,
                 gradient_clip, accumulate, log_every_n_steps, num_sanity_val_steps}
 
@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime as dt
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -39,6 +41,7 @@ PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
 AUGMENTS = ("none", "flips", "dihedral")
 CACHES = ("device", "host")
 STATS_MODES = ("recompute", "keep")
+FROZEN_BATCH_NORM = ("fixed", "train")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle", "plateau")
 
@@ -76,6 +79,9 @@ class ModelConfig:
         name: a key of :data:`smallmines.models.registry.MODELS`.
         args: architecture arguments (``encoder``, ``encoder_weights`` as a local file, ...).
         freeze_encoder: train only the decoder and head.
+        frozen_batch_norm: with ``freeze_encoder``: ``fixed`` keeps the encoder's batch-norm statistics
+            (smp's freeze, ours by default) or ``train`` lets them follow the training batches while the
+            weights stay frozen (TerraTorch's ``freeze_backbone``, hence the authors' recipe).
         init: checkpoint to start from (fine-tuning / transfer); its architecture and channels win.
         stats: with ``init``: ``keep`` its normalisation statistics or ``recompute`` them on the new train split.
     """
@@ -83,6 +89,7 @@ class ModelConfig:
     name: str = "unet"
     args: dict[str, Any] = field(default_factory=lambda: {"encoder": "resnet34"})
     freeze_encoder: bool = False
+    frozen_batch_norm: str = "fixed"
     init: str | None = None
     stats: str = "recompute"
 
@@ -132,12 +139,17 @@ class TrainConfig:
 
     Attributes:
         epochs: maximum number of epochs (boosting rounds for the LightGBM baseline).
+        max_time: wall-clock budget of the training loop (Lightning's ``max_time``), e.g. ``10m``,
+            ``1.5h``, ``90s`` or ``DD:HH:MM:SS``; training stops after the step that reaches it, so
+            recipes can be compared at equal time (None: no limit).
         batch_size: training batch size per device.
         eval_batch_size: validation/evaluation batch size.
         augment: ``none``, ``flips`` (horizontal/vertical) or ``dihedral`` (flips and 90 degree rotations).
         patience: early-stopping patience in epochs on validation mining IoU (None: off).
         seed: seed of weights, batch order and augmentation.
-        precision: Lightning precision; mixed precision falls back to ``32-true`` on CPU.
+        precision: Lightning precision. On CPU, ``bf16-mixed`` runs as bf16 autocast where the CPU has
+            native bf16 (AVX512-BF16 or AMX) and falls back to ``32-true`` elsewhere; ``16-mixed`` always
+            falls back to ``32-true`` on CPU.
         compile: ``torch.compile`` the network on GPU (``true`` or a mode such as ``max-autotune``).
         channels_last: NHWC memory format on GPU (faster convolutions with tensor cores).
         deterministic: deterministic algorithms (``true``, ``false`` or ``warn``).
@@ -153,6 +165,7 @@ class TrainConfig:
     """
 
     epochs: int = 50
+    max_time: str | None = None
     batch_size: int = 32
     eval_batch_size: int = 64
     augment: str = "dihedral"
@@ -241,6 +254,10 @@ class Config:
         _choice("train.augment", self.train.augment, AUGMENTS)
         _choice("data.cache", self.data.cache, CACHES)
         _choice("model.stats", self.model.stats, STATS_MODES)
+        _choice("model.frozen_batch_norm", self.model.frozen_batch_norm, FROZEN_BATCH_NORM)
+        if self.train.max_time is not None:
+            self.train.max_time = str(self.train.max_time)
+            parse_duration(self.train.max_time, "train.max_time")
         _choice("optimizer.name", self.optimizer.name, OPTIMIZERS)
         _choice("optimizer.scheduler", self.optimizer.scheduler, SCHEDULERS)
         terms = self.loss.terms
@@ -272,6 +289,32 @@ class Config:
                 raise ConfigError(f"train.threshold={value}; must be in (0, 1)")
         if not isinstance(self.model.args, Mapping):
             raise ConfigError(f"model.args must be a mapping, got {self.model.args!r}")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, key: str = "duration") -> dt.timedelta:
+    """``90s``, ``10m``, ``1.5h``, ``2d``, a bare number of minutes, or ``DD:HH:MM:SS`` -> timedelta.
+
+    Raises:
+        ConfigError: naming the key and the accepted forms.
+    """
+    value = str(text).strip().lower()
+    try:
+        if ":" in value:
+            days, hours, minutes, seconds = (float(v) for v in value.split(":"))
+            delta = dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        else:
+            match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([smhd]?)", value)
+            if match is None:
+                raise ValueError(value)
+            delta = dt.timedelta(seconds=float(match[1]) * _UNITS[match[2] or "m"])
+    except ValueError:
+        raise ConfigError(f"{key}={text!r}; give a duration such as 90s, 10m, 1.5h or DD:HH:MM:SS") from None
+    if delta.total_seconds() <= 0:
+        raise ConfigError(f"{key}={text!r}; the time budget must be positive")
+    return delta
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optimizer": OptimizerConfig,

@@ -9,11 +9,13 @@
     print(result.summary["best_score"], result.model_path)
 
 The run folder follows ``docs/run-layout.md``: ``config.yaml``, ``stats.json``,
-``checkpoints/{best,last}.ckpt``, ``model.pt``, ``logs/metrics.csv`` and ``train_summary.json``.
-Training runs through Lightning (``SegmentationTask`` + ``SmallMinesDataModule``): early stopping
-and the best checkpoint follow validation mining IoU; ``resume=True`` continues from
-``checkpoints/last.ckpt`` after a crash; mixed precision, ``torch.compile`` and channels-last apply
-on GPU; DDP over several GPUs or nodes needs only ``train.devices``/``train.num_nodes``/``train.strategy``.
+``checkpoints/{best,last}.ckpt``, ``model.pt`` (best weights), ``model-final.pt`` (the weights at the
+end), ``logs/metrics.csv`` and ``train_summary.json``. Training runs through Lightning
+(``SegmentationTask`` + ``SmallMinesDataModule``): early stopping and the best checkpoint follow
+validation mining IoU; ``last.ckpt`` is rewritten after every epoch and ``resume=True`` continues from
+it; ``train.max_time`` is a wall-clock budget; bf16 autocast runs on CPUs with native bf16, mixed
+precision, ``torch.compile`` and channels-last on GPU; DDP over several GPUs or nodes needs only
+``train.devices``/``train.num_nodes``/``train.strategy``.
 After training, the best weights are reloaded, the decision threshold is chosen on validation, and
 both checkpoints and ``model.pt`` get the final card.
 
@@ -21,9 +23,10 @@ With ``model.init`` (fine-tuning on a new area) the initial model is evaluated o
 test split before training (``evaluation/init/test``) and the fine-tuned one after
 (``evaluation/test``); ``train_summary.json`` gets a ``transfer`` entry with both.
 
-Note on the authors' recipe: the SmallMinesDS training script freezes the encoder even for the U-Net
-trained from scratch, so its ResNet50 encoder keeps random weights; the ``official-unet-r50-6band``
-preset reproduces that faithfully and ``official-unet-r50-6band-unfrozen`` trains the whole network.
+Note on the authors' recipe: the SmallMinesDS script trains through TerraTorch with ``pretrained: True``
+and a frozen backbone, i.e. a frozen ImageNet ResNet50 whose batch-norm statistics still follow the
+training batches; ``official-unet-r50-6band`` reproduces that (given the local ImageNet weights file),
+``-scratch`` is the same from random weights and ``-unfrozen`` trains the whole network (docs/training.md).
 """
 
 from __future__ import annotations
@@ -43,13 +46,14 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 import smallmines
 from smallmines.data.stats import BandStats
 from smallmines.errors import CheckpointError, ConfigError
+from smallmines.models.networks import require_local_weights
 from smallmines.models.pixel import PixelGBM
 from smallmines.models.registry import (
     CARD_KEY,
@@ -60,13 +64,15 @@ from smallmines.models.registry import (
     load_model,
     save_model,
 )
-from smallmines.training.config import Config, load_config
+from smallmines.training.config import Config, load_config, parse_duration
 from smallmines.training.datamodule import SmallMinesDataModule
 from smallmines.training.evaluation import EvalResult, evaluate, select_threshold
 from smallmines.training.task import MONITOR, SegmentationTask
 
 logger = logging.getLogger(__name__)
 MIXED = ("16-mixed", "bf16-mixed", "16-true", "bf16-true")
+FINAL_MODEL = "model-final.pt"
+"""The weights at the end of training (``model.pt`` holds the best ones), with their own threshold."""
 
 
 @dataclass
@@ -130,14 +136,28 @@ class EpochTimer(Callback):
         self._stop(trainer, pl_module)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast is faster."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and bool(check()) for check in checks)
+
+
 def resolve_hardware(config: Config) -> tuple[str, str]:
-    """(accelerator, precision) actually used: mixed precision falls back to 32-bit on CPU."""
+    """(accelerator, precision) actually used.
+
+    On CPU, ``bf16-mixed`` stays bf16 autocast where the CPU has native bf16; every other reduced
+    precision falls back to ``32-true``, with a warning that says so.
+    """
     accelerator = config.train.accelerator
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     precision = str(config.train.precision)
     if not on_gpu and precision in MIXED:
-        logger.info("precision %s needs a GPU; using 32-true on CPU", precision)
-        precision = "32-true"
+        if precision == "bf16-mixed" and cpu_has_bf16():
+            logger.info("precision bf16-mixed on CPU: bf16 autocast (this CPU has native bf16)")
+        else:
+            why = "this CPU has no native bf16" if precision.startswith("bf16") else f"{precision} needs a GPU"
+            logger.warning("precision %s: %s; training in 32-true", precision, why)
+            precision = "32-true"
     return ("gpu" if on_gpu else ("cpu" if accelerator == "auto" else accelerator)), precision
 
 
@@ -153,9 +173,12 @@ def _trainer(config: Config, run_dir: Path, accelerator: str, precision: str, pr
              has_val: bool, timer: EpochTimer, steps_per_epoch: int) -> tuple[L.Trainer, ModelCheckpoint]:
     t = config.train
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=MONITOR if has_val else None,
-                                 mode="max", save_last=True, save_top_k=1, auto_insert_metric_name=False,
-                                 enable_version_counter=False)
-    callbacks: list[Callback] = [checkpoint, timer]
+                                 mode="max", save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
+    # Lightning's save_last only copies a checkpoint when the best one is saved; this one is rewritten at
+    # the end of every epoch (after validation and after the best checkpoint), so it is the true last state
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           every_n_epochs=1, auto_insert_metric_name=False, enable_version_counter=False)
+    callbacks: list[Callback] = [checkpoint, last, timer]
     if t.patience is not None and has_val:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=int(t.patience), check_finite=False))
     if config.optimizer.scheduler != "none":
@@ -170,11 +193,13 @@ def _trainer(config: Config, run_dir: Path, accelerator: str, precision: str, pr
 
         loggers.append(TensorBoardLogger(run_dir, name="logs", version="tensorboard"))
     trainer = L.Trainer(
-        max_epochs=t.epochs, accelerator=accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        max_epochs=t.epochs, max_time=parse_duration(t.max_time, "train.max_time") if t.max_time else None,
+        accelerator=accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=precision, deterministic=t.deterministic, benchmark=accelerator == "gpu" and not t.deterministic,
         callbacks=callbacks, logger=loggers, default_root_dir=run_dir, enable_progress_bar=progress,
         enable_model_summary=progress, gradient_clip_val=t.gradient_clip, accumulate_grad_batches=t.accumulate,
-        log_every_n_steps=max(1, min(t.log_every_n_steps, steps_per_epoch)), num_sanity_val_steps=t.num_sanity_val_steps if has_val else 0,
+        log_every_n_steps=max(1, min(t.log_every_n_steps, steps_per_epoch)),
+        num_sanity_val_steps=t.num_sanity_val_steps if has_val else 0,
         limit_val_batches=1.0 if has_val else 0, use_distributed_sampler=False,
     )
     return trainer, checkpoint
@@ -231,6 +256,8 @@ def _prepare(config: Config, run_dir: Path, resume: bool) -> tuple[Config, nn.Mo
         if planned != config.train.epochs:
             raise ConfigError(f"the one-cycle schedule of {run_dir} was planned for {planned} epochs; resume with "
                               f"train.epochs={planned} (or use optimizer.scheduler=cosine to extend runs)")
+    if not config.model.init:  # before anything is written
+        require_local_weights(str(config.model.args.get("encoder", "")), config.model.args.get("encoder_weights"))
     init_network = init_card = stats = None
     if config.model.init:
         init_network, init_card = load_model(config.model.init)
@@ -287,7 +314,7 @@ def fit(
     network = init_network if init_network is not None else build_model(config.model.name, dm.channels,
                                                                          **config.model.args)
     if config.model.freeze_encoder:
-        freeze_encoder(network)
+        freeze_encoder(network, config.model.frozen_batch_norm)
     card = ModelCard(config.model.name, dict(config.model.args), dm.channels, dm.stats, 0.5, config.to_dict())
     accelerator, precision = resolve_hardware(config)
     device = torch.device("cuda") if accelerator == "gpu" else torch.device("cpu")
@@ -314,6 +341,9 @@ def fit(
     card.metrics = {"val": chosen["scores"]} if chosen["scores"] else {}
     network.cpu()
     model_path = save_model(run_dir / "model.pt", network, card)
+    final_state = info.pop("final_state", None)
+    if final_state is not None:
+        info["final"] = _save_final(final_state, card, val, dm, config, run_dir, device, fixed)
     for ckpt in (run_dir / "checkpoints" / "best.ckpt", run_dir / "checkpoints" / "last.ckpt"):
         if ckpt.is_file():
             _update_card(ckpt, card)
@@ -335,6 +365,20 @@ def fit(
                                "before": before.overall, "after": after.overall}
     _atomic_json(run_dir / "train_summary.json", summary)
     return RunResult(run_dir, model_path, network, card, summary, transfer)
+
+
+def _save_final(state: Mapping[str, torch.Tensor], card: ModelCard, val: Any, dm: SmallMinesDataModule,
+                config: Config, run_dir: Path, device: torch.device, fixed: tuple[float, ...] | None) -> dict[str, Any]:
+    """Write the end-of-training weights beside the best ones, with a threshold chosen for them."""
+    final = card.build()
+    final.load_state_dict(state)
+    final.to(device).eval()
+    chosen = select_threshold(final, val, dm.channels, dm.stats, config.train.eval_batch_size, device, thresholds=fixed)
+    final_card = ModelCard.from_dict(card.to_dict())
+    final_card.threshold = float(chosen["threshold"])
+    final_card.metrics = {"val": chosen["scores"]} if chosen["scores"] else {}
+    save_model(run_dir / FINAL_MODEL, final.cpu(), final_card)
+    return {"path": FINAL_MODEL, "threshold": final_card.threshold, "val": final_card.metrics.get("val", {})}
 
 
 def _fit_network(network: nn.Module, card: ModelCard, dm: SmallMinesDataModule, config: Config, run_dir: Path,
@@ -373,6 +417,11 @@ def _fit_network(network: nn.Module, card: ModelCard, dm: SmallMinesDataModule, 
         return None
     if ckpt_path:
         _merge_logs(run_dir / "logs" / "metrics.csv", earlier, start_epoch)
+    final_state = {k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()}
+    budget = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    time_limited = budget is not None and (budget.time_remaining() or 0.0) <= 0
+    if time_limited:
+        logger.info("stopped by the time budget train.max_time=%s after %d epochs", t.max_time, trainer.current_epoch)
     best_path = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
     best_epoch = None
     if best_path.is_file():
@@ -383,4 +432,5 @@ def _fit_network(network: nn.Module, card: ModelCard, dm: SmallMinesDataModule, 
             "patches_per_s": timer.patches / max(timer.seconds, 1e-9), "best_epoch": best_epoch,
             "best_score": float(score) if score is not None else None, "monitor": MONITOR,
             "device": torch.cuda.get_device_name(0) if on_gpu else (platform.processor() or platform.machine()),
-            "devices": trainer.world_size, "precision": precision, "resumed_from_epoch": start_epoch or None}
+            "devices": trainer.world_size, "precision": precision, "resumed_from_epoch": start_epoch or None,
+            "max_time": t.max_time, "time_limited": time_limited, "final_state": final_state}
