@@ -61,3 +61,7 @@ class ChangeError(SmallminesError, ValueError):
 
 class MapNotFoundError(SmallminesError, FileNotFoundError):
     """A mine map (a ``mines.tif`` or a map folder holding one) does not exist."""
+
+
+class CatalogError(SmallminesError, RuntimeError):
+    """A STAC catalogue cannot be opened or searched, lacks what a fetch needs, or gives no usable pixel."""
