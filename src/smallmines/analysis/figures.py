@@ -368,3 +368,52 @@ def tile_growth_figure(tiles: gpd.GeoDataFrame, year_a: int, year_b: int) -> Fig
     return fig
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# multi-year history
+
+
+RESUMED_COLOUR = "#f4a582"
+"""Mining that resumed where it had stopped (between new red and the grey of no mining)."""
+
+
+def history_figure(history: pd.DataFrame, confirm: int | None = None, title: str | None = None) -> Figure:
+    """Mined area in every year, split into continuing, resumed and new mining, with the area as mapped.
+
+    Args:
+        history: the table of :func:`smallmines.analysis.history.history_table` (``year``, ``mined_ha``,
+            ``new_ha``, ``resumed_ha``, ``mapped_ha``, ``provisional_ha``).
+        confirm: the consecutive maps a run needed (named in the note).
+        title: figure title (default: "Mining history").
+    """
+    years = history["year"].astype(int).to_numpy()
+    mined = history["mined_ha"].astype(float).to_numpy()
+    new = history["new_ha"].astype(float).fillna(0.0).to_numpy()
+    resumed = history["resumed_ha"].astype(float).fillna(0.0).to_numpy()
+    continuing = mined - new - resumed
+    x = np.arange(len(years), dtype=float)
+    with style():
+        fig = Figure(figsize=(max(5.2, 0.9 * len(years) + 2.4), 3.8), layout="constrained")
+        ax = fig.add_subplot()
+        ax.bar(x, continuing, width=0.6, color=CHANGE_COLOURS[ChangeClass.PERSISTENT], label="mined before",
+               edgecolor="white", linewidth=0.6)
+        ax.bar(x, resumed, bottom=continuing, width=0.6, color=RESUMED_COLOUR, label="resumed",
+               edgecolor="white", linewidth=0.6)
+        ax.bar(x, new, bottom=continuing + resumed, width=0.6, color=CHANGE_COLOURS[ChangeClass.NEW],
+               label="new (first mined)", edgecolor="white", linewidth=0.6)
+        if "mapped_ha" in history and (history["mapped_ha"] - history["mined_ha"]).abs().max() > 0:
+            ax.plot(x, history["mapped_ha"].astype(float), "k_", markersize=18, mew=1.2, label="as mapped")
+        for xi, total in zip(x, mined, strict=True):
+            ax.text(xi, total, _fmt_ha(total), ha="center", va="bottom", fontsize=8, fontweight="bold")
+        ax.set_xticks(x, [str(y) for y in years])
+        ax.set_ylabel("mined area (ha)")
+        top = max(float(np.nanmax(np.r_[mined, history.get("mapped_ha", pd.Series([0.0])).astype(float)])), 1e-9)
+        ax.set_ylim(0, top * 1.2)
+        ax.legend(loc="upper left", ncols=2)
+        if confirm is not None and confirm > 1:
+            fig.text(0.01, 0.0, f"mining counts after {confirm} consecutive maps (one-off flickers dropped; the "
+                     "last map's new runs are provisional)", fontsize=7, color="#555555", va="bottom")
+            fig.get_layout_engine().set(h_pad=0.25)
+        ax.set_title(title or "Mining history", loc="left")
+    return fig
