@@ -253,3 +253,20 @@ def test_cli_sample_and_change_with_reference(change_dir, tmp_path):
     assert (change_dir / "accuracy.json").is_file()
     res = runner.invoke(app, ["sample", str(tmp_path / "nowhere"), "-n", "10"])
     assert res.exit_code == 1 and "no change raster" in res.output
+
+
+def test_report_shows_estimates_beside_pixel_counts(change_dir):
+    from smallmines.report.build import _change_section
+    from smallmines.report.inputs import _change_folder
+    from smallmines.report.sections import _Figures
+
+    plain = _change_section(_change_folder(change_dir, []), _Figures(None), [], False)
+    assert "labelled sample" not in str(plain.html)
+    res = draw_sample(change_dir, 100, seed=5, min_per_class=20)
+    csv = pd.read_csv(res.csv, keep_default_na=False)
+    csv["reference"] = csv["stratum"]
+    csv.to_csv(change_dir / "labelled.csv", index=False)
+    assess_change(change_dir, change_dir / "labelled.csv")
+    html = str(_change_section(_change_folder(change_dir, []), _Figures(None), [], False).html)
+    assert "Area estimates from a labelled sample" in html and "100 labelled points" in html
+    assert "overall accuracy 1.00" in html

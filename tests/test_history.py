@@ -162,3 +162,13 @@ def test_cli_history_and_two_maps_unchanged(four_maps, tmp_path):
     res = runner.invoke(app, ["change", str(four_maps[0]), str(four_maps[3]), "-o", str(tmp_path / "two"),
                               "--no-figures"])
     assert res.exit_code == 0 and not (tmp_path / "two" / "history.csv").exists()
+
+
+def test_report_shows_the_history(four_maps, tmp_path):
+    from smallmines.report.build import _change_section
+    from smallmines.report.inputs import _change_folder
+    from smallmines.report.sections import _Figures
+
+    map_history(four_maps, tmp_path / "h", figures=False)
+    section = _change_section(_change_folder(tmp_path / "h", []), _Figures(None), [], False)
+    assert "<h3>History</h3>" in str(section.html) and "each of 4 maps" in str(section.html)
