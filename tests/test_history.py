@@ -19,20 +19,21 @@ CRS = "EPSG:32630"
 
 
 def test_confirm_drops_short_runs_inside_the_record_only():
-    series = np.array([[1, 0, 1, 1, 0, 1],   # one-year run at the start kept; run of 2 kept; last year provisional
+    series = np.array([[1, 0, 1, 1, 0, 1],   # one-year runs at both ends kept, unconfirmed
                        [0, 1, 0, 1, 1, 0],   # one-year flicker in 2nd map dropped
                        [1, 1, 1, 0, 0, 1],
                        [0, 0, 0, 0, 1, 1],   # two years at the end: confirmed
                        [0, 0, 1, 0, 1, 0]],  # two flickers dropped
                       bool).T
-    kept, provisional = confirm_runs(series, 2)
+    kept, unconfirmed = confirm_runs(series, 2)
     assert kept.T.astype(int).tolist() == [[1, 0, 1, 1, 0, 1],
                                            [0, 0, 0, 1, 1, 0],
                                            [1, 1, 1, 0, 0, 1],
                                            [0, 0, 0, 0, 1, 1],
                                            [0, 0, 0, 0, 0, 0]]
-    assert np.flatnonzero(provisional.any(axis=0)).tolist() == [0, 2]
-    assert provisional[:-1].sum() == 0
+    assert unconfirmed[0].tolist() == [True, False, False, False, False]
+    assert unconfirmed[-1].tolist() == [True, False, True, False, False]
+    assert unconfirmed[1:-1].sum() == 0
     same, none = confirm_runs(series, 1)
     assert (same == series).all() and not none.any()
     kept3, _ = confirm_runs(series, 3)
@@ -54,8 +55,8 @@ def test_first_and_last_year_never_and_nodata():
 def test_history_table_balances_new_resumed_and_ceased():
     rng = np.random.default_rng(0)
     raw = rng.random((5, 40, 40)) < 0.3
-    kept, provisional = confirm_runs(raw, 2)
-    table = history_table(raw, kept, provisional, [2016, 2017, 2018, 2019, 2020], 100.0)  # 0.01 ha a pixel
+    kept, unconfirmed = confirm_runs(raw, 2)
+    table = history_table(raw, kept, unconfirmed, [2016, 2017, 2018, 2019, 2020], 100.0)  # 0.01 ha a pixel
     assert table.loc[0, "mined_ha"] == pytest.approx(kept[0].sum() / 100)
     assert np.isnan(table.loc[0, "new_ha"])
     balance = table["mined_ha"].shift() + table["new_ha"] + table["resumed_ha"] - table["ceased_ha"]
@@ -85,7 +86,7 @@ def four_maps(tmp_path: Path) -> list[Path]:
     Block A (rows 0-9, cols 0-9, 100 px): mined in all years.
     Block B (rows 20-24, cols 0-9, 50 px): mined in 2018 only: a flicker.
     Block C (rows 30-39, cols 0-4, 50 px): mined 2018-2020 (new in 2018), stopped in 2022.
-    Block D (rows 40-44, cols 20-29, 50 px): mined in 2022 only: new, provisional.
+    Block D (rows 40-44, cols 20-29, 50 px): mined in 2022 only: new, unconfirmed.
     Rows 45-49 are nodata in 2020.
     """
     base = np.zeros((50, 50), np.uint8)
@@ -109,7 +110,8 @@ def test_history_of_four_maps_writes_rasters_table_and_summary(four_maps, tmp_pa
     assert t["mapped_ha"].tolist() == pytest.approx([1.0, 2.0, 1.5, 1.5])
     assert t.loc[2018, "flicker_ha"] == pytest.approx(0.5)
     assert t.loc[2018, "new_ha"] == pytest.approx(0.5) and t.loc[2022, "new_ha"] == pytest.approx(0.5)
-    assert t.loc[2022, "ceased_ha"] == pytest.approx(0.5) and t.loc[2022, "provisional_ha"] == pytest.approx(0.5)
+    assert t.loc[2022, "ceased_ha"] == pytest.approx(0.5) and t.loc[2022, "unconfirmed_ha"] == pytest.approx(0.5)
+    assert t.loc[2016, "unconfirmed_ha"] == 0
     assert np.isnan(t.loc[2016, "new_ha"])
     with rasterio.open(tmp_path / "h" / "first_year.tif") as src:
         first = src.read(1)

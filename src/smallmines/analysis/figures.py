@@ -383,7 +383,7 @@ def history_figure(history: pd.DataFrame, confirm: int | None = None, title: str
 
     Args:
         history: the table of :func:`smallmines.analysis.history.history_table` (``year``, ``mined_ha``,
-            ``new_ha``, ``resumed_ha``, ``mapped_ha``, ``provisional_ha``).
+            ``new_ha``, ``resumed_ha``, ``mapped_ha``).
         confirm: the consecutive maps a run needed (named in the note).
         title: figure title (default: "Mining history").
     """
@@ -413,7 +413,7 @@ def history_figure(history: pd.DataFrame, confirm: int | None = None, title: str
         ax.legend(loc="upper left", ncols=2)
         if confirm is not None and confirm > 1:
             fig.text(0.01, 0.0, f"mining counts after {confirm} consecutive maps (one-off flickers dropped; the "
-                     "last map's new runs are provisional)", fontsize=7, color="#555555", va="bottom")
+                     "runs at either end stay unconfirmed)", fontsize=7, color="#555555", va="bottom")
             fig.get_layout_engine().set(h_pad=0.25)
         ax.set_title(title or "Mining history", loc="left")
     return fig

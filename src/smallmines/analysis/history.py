@@ -12,11 +12,12 @@ last map (``change.tif``, ``areas.csv``, ``summary.json`` with a ``history`` blo
 
 **Flickers.** A single-date map has errors that come and go: a pixel mapped as mining in one year
 only, between two years without, is most likely an error. With ``confirm=N`` a run of mining in
-fewer than ``N`` consecutive maps is dropped, unless it touches the first or the last map (there it
-may continue beyond the record: a run at the end is kept and reported as ``provisional_ha`` until a
-later map confirms it). The default ``N = 2`` removes one-year flickers in the middle of the record;
-``N = 1`` keeps every map as it is. Because runs at both ends are kept, the first and the last map are
-never changed, so ``change.tif`` between them agrees with the history.
+fewer than ``N`` consecutive maps is dropped, unless it touches the first or the last map: there it
+may continue beyond the record, so it can be neither confirmed nor refuted. Such runs are kept and
+reported as ``unconfirmed_ha`` (in the first map: possibly a flicker of that map; in the last map:
+new mining that a later map must confirm). The default ``N = 2`` removes one-year flickers inside
+the record; ``N = 1`` keeps every map as it is. Because runs at both ends are kept, the first and the
+last map are never changed, so ``change.tif`` between them agrees with the history.
 
 Only pixels valid in every map count (on one grid: the first map's CRS, UTM when it is geographic,
 the finest resolution, the overlap of all maps).
@@ -64,8 +65,8 @@ def confirm_runs(mining: np.ndarray, confirm: int = DEFAULT_CONFIRM) -> tuple[np
         confirm: consecutive maps a run needs; 1 keeps everything.
 
     Returns:
-        ``(kept, provisional)``: the mining that counts, and the part of it in runs that reach the
-        last map but are still shorter than ``confirm`` (not yet confirmed).
+        ``(kept, unconfirmed)``: the mining that counts, and the part of it in runs shorter than
+        ``confirm`` that touch the first or the last map (kept, but not confirmed).
 
     Raises:
         ChangeError: ``confirm`` below 1.
@@ -86,8 +87,7 @@ def confirm_runs(mining: np.ndarray, confirm: int = DEFAULT_CONFIRM) -> tuple[np
     at_end = bwd == t_count - idx
     short = length < confirm
     kept = s & (~short | at_start | at_end)
-    provisional = kept & short & at_end & ~at_start
-    return kept, provisional
+    return kept, kept & short
 
 
 def first_last_year(mining: np.ndarray, years: Sequence[int], valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,20 +102,20 @@ def first_last_year(mining: np.ndarray, years: Sequence[int], valid: np.ndarray)
             np.where(valid, last, np.uint16(YEAR_NODATA)).astype(np.uint16))
 
 
-def history_table(raw: np.ndarray, kept: np.ndarray, provisional: np.ndarray, years: Sequence[int],
+def history_table(raw: np.ndarray, kept: np.ndarray, unconfirmed: np.ndarray, years: Sequence[int],
                   pixel_area_m2: float) -> pd.DataFrame:
     """One row per map: mapped and counted mining, new, resumed and ceased mining, net growth.
 
     Args:
         raw: bool stack ``(T, ...)``: mining as mapped (valid pixels only).
         kept: the same after :func:`confirm_runs`.
-        provisional: the part of ``kept`` not yet confirmed.
+        unconfirmed: the part of ``kept`` not confirmed (runs at the ends of the record).
         years: year of each map, ascending.
         pixel_area_m2: area of one pixel.
 
     Returns:
         DataFrame with ``year``, ``mined_ha`` (counted), ``mapped_ha`` (as mapped), ``flicker_ha``
-        (dropped), ``provisional_ha``, ``new_ha`` (first mining of a pixel), ``resumed_ha`` (mined
+        (dropped), ``unconfirmed_ha``, ``new_ha`` (first mining of a pixel), ``resumed_ha`` (mined
         again after a gap), ``ceased_ha`` (mined in the previous map, not in this one), ``net_ha``,
         ``growth_pct`` (relative to the previous map), ``annual_growth_rate_pct`` (compound, per year
         between the two maps) and ``ever_mined_ha`` (mined in this or any earlier map). The first
@@ -127,7 +127,7 @@ def history_table(raw: np.ndarray, kept: np.ndarray, provisional: np.ndarray, ye
     for t, year in enumerate(years):
         row: dict[str, Any] = {"year": int(year), "mined_ha": kept[t].sum() * ha, "mapped_ha": raw[t].sum() * ha}
         row["flicker_ha"] = row["mapped_ha"] - row["mined_ha"]
-        row["provisional_ha"] = provisional[t].sum() * ha
+        row["unconfirmed_ha"] = unconfirmed[t].sum() * ha
         if t == 0:
             row.update(new_ha=np.nan, resumed_ha=np.nan, ceased_ha=np.nan, net_ha=np.nan, growth_pct=np.nan,
                        annual_growth_rate_pct=np.nan)
@@ -269,8 +269,8 @@ def map_history(
         raise ChangeError(f"the {len(dated)} maps share no pixel that is valid in all of them")
     raw = (stack == 1) & valid
     del stack
-    kept, provisional = confirm_runs(raw, confirm)
-    table = history_table(raw, kept, provisional, year_list, grid.pixel_area_m2)
+    kept, unconfirmed = confirm_runs(raw, confirm)
+    table = history_table(raw, kept, unconfirmed, year_list, grid.pixel_area_m2)
     first, last = first_last_year(kept, year_list, valid)
     logger.info("history of %d maps (%s) on %d x %d pixels; confirm=%d dropped %.1f ha of flickers", len(dated),
                 ", ".join(map(str, year_list)), grid.width, grid.height, confirm, table["flicker_ha"].sum())
@@ -305,7 +305,8 @@ def _summary_block(table: pd.DataFrame, years: list[int], confirm: int, valid_ha
         "valid_ha": valid_ha,
         "ever_mined_ha": float(last["ever_mined_ha"]),
         "flicker_ha": float(table["flicker_ha"].sum()),
-        "provisional_ha": float(last["provisional_ha"]),
+        "unconfirmed_first_ha": float(first["unconfirmed_ha"]),
+        "unconfirmed_last_ha": float(last["unconfirmed_ha"]),
         "per_year": table.to_dict(orient="records"),
         **growth(float(first["mined_ha"]), float(last["mined_ha"]), years[0], years[-1]),
     }

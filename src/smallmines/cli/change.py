@@ -80,8 +80,9 @@ def _print_history(result: Any) -> None:
                      fmt(row.net_ha, True), fmt(row.flicker_ha))
     out.print(view)
     s = result.summary
-    out.print(f"mining counts after {result.confirm} consecutive maps; {s['flicker_ha']:,.1f} ha of one-off flickers "
-              f"dropped; {s['provisional_ha']:,.1f} ha in {result.years[-1]} not yet confirmed; ever mined "
+    out.print(f"mining counts when seen in {result.confirm} consecutive maps: {s['flicker_ha']:,.1f} ha of flickers "
+              f"dropped; unconfirmed (runs at the ends of the record): {s['unconfirmed_first_ha']:,.1f} ha in "
+              f"{result.years[0]}, {s['unconfirmed_last_ha']:,.1f} ha in {result.years[-1]}; ever mined "
               f"{s['ever_mined_ha']:,.1f} ha")
 
 
