@@ -19,8 +19,8 @@ area from the sample, with a confidence interval:
 several points of each class it hides (simulated: 200 samples of 800 points from a 300 x 300 truth,
 coverage 0.94-0.96 for all four classes, ``tests/test_accuracy.py``). It is too narrow when a class
 hides in a large stratum only rarely (omitted new mining in the no-mining stratum): with 30 % of a
-0.3 % class mapped as no mining and 200 points there, the same test covered the truth 75 % of the
-time. Omission is found only by labelling enough points of the largest stratum, so give ``n`` large
+class of about 1 % of the map mapped as no mining and 220 points in that stratum, a variant of the
+test covered that class's true area in 75 % of the repeats. Omission is found only by labelling enough points of the largest stratum, so give ``n`` large
 enough that the no-mining stratum gets several hundred points (the allocation gives it the rest).
 
 Nothing here reads or writes files: :mod:`smallmines.analysis.sampling` does the I/O.
