@@ -383,7 +383,7 @@ def history_figure(history: pd.DataFrame, confirm: int | None = None, title: str
 
     Args:
         history: the table of :func:`smallmines.analysis.history.history_table` (``year``, ``mined_ha``,
-            ``new_ha``, ``resumed_ha``, ``mapped_ha``).
+            ``new_ha``, ``resumed_ha``, ``mapped_ha``, ``unconfirmed_ha``: hatched).
         confirm: the consecutive maps a run needed (named in the note).
         title: figure title (default: "Mining history").
     """
@@ -402,6 +402,10 @@ def history_figure(history: pd.DataFrame, confirm: int | None = None, title: str
                edgecolor="white", linewidth=0.6)
         ax.bar(x, new, bottom=continuing + resumed, width=0.6, color=CHANGE_COLOURS[ChangeClass.NEW],
                label="new (first mined)", edgecolor="white", linewidth=0.6)
+        if "unconfirmed_ha" in history and history["unconfirmed_ha"].max() > 0:
+            unconfirmed = history["unconfirmed_ha"].astype(float).to_numpy()
+            ax.bar(x, unconfirmed, bottom=mined - unconfirmed, width=0.6, fill=False, hatch="////",
+                   edgecolor="#555555", linewidth=0.0, label="unconfirmed")
         if "mapped_ha" in history and (history["mapped_ha"] - history["mined_ha"]).abs().max() > 0:
             ax.plot(x, history["mapped_ha"].astype(float), "k_", markersize=18, mew=1.2, label="as mapped")
         for xi, total in zip(x, mined, strict=True):
