@@ -176,6 +176,8 @@ def draw_sample(change: str | Path, n: int, seed: int = 0, min_per_class: int = 
     Raises:
         MapNotFoundError, DataFormatError: see :func:`read_change`.
         ChangeError: ``n`` larger than the valid pixels, or not positive.
+
+    .. versionadded:: 0.2
     """
     import geopandas as gpd
     from rasterio.warp import transform as warp
@@ -397,6 +399,8 @@ def assess_change(change: str | Path, reference: str | Path) -> AccuracyResult:
         MapNotFoundError: no change raster or no sample file.
         DataFormatError: a bad change raster, or a sample with missing columns or unknown classes.
         ChangeError: no labelled point, points off their stratum, or a mapped class without points.
+
+    .. versionadded:: 0.2
     """
     raster = read_change(change)
     result = estimate_from_sample(raster, reference, raster.path.parent)
