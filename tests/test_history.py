@@ -42,6 +42,17 @@ def test_confirm_drops_short_runs_inside_the_record_only():
         confirm_runs(series, 0)
 
 
+def test_confirm_in_chunks_equals_at_once(monkeypatch):
+    import smallmines.analysis.history as history
+
+    raw = np.random.default_rng(1).random((6, 30, 40)) < 0.4
+    whole = confirm_runs(raw, 3)
+    monkeypatch.setattr(history, "_CHUNK", 7)
+    chunked = confirm_runs(raw, 3)
+    assert all((a == b).all() for a, b in zip(whole, chunked, strict=True))
+    assert whole[0].sum() < raw.sum()
+
+
 def test_first_and_last_year_never_and_nodata():
     mining = np.array([[[1, 0, 0]], [[1, 1, 0]], [[0, 1, 0]]], bool)  # T=3, 1 x 3 pixels
     valid = np.array([[True, True, False]])

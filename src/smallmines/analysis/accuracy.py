@@ -20,8 +20,9 @@ several points of each class it hides (simulated: 200 samples of 800 points from
 coverage 0.94-0.96 for all four classes, ``tests/test_accuracy.py``). It is too narrow when a class
 hides in a large stratum only rarely (omitted new mining in the no-mining stratum): with 30 % of a
 class of about 1 % of the map mapped as no mining and 220 points in that stratum, a variant of the
-test covered that class's true area in 75 % of the repeats. Omission is found only by labelling enough points of the largest stratum, so give ``n`` large
-enough that the no-mining stratum gets several hundred points (the allocation gives it the rest).
+test covered that class's true area in 75 % of the repeats. Omission is found only by labelling
+enough points of the largest stratum, so give ``n`` large enough that the no-mining stratum gets
+several hundred points (the allocation gives it the rest).
 
 Nothing here reads or writes files: :mod:`smallmines.analysis.sampling` does the I/O.
 """
@@ -194,8 +195,8 @@ class AreaEstimate:
 
         Columns: ``class``, ``code``, ``samples`` (points in the stratum), ``reference_samples``
         (points labelled this class), ``mapped_ha``, ``estimated_ha``, ``se_ha``, ``ci95_ha`` (the
-        half-width), ``ci_low_ha`` (clipped at 0: an area is not negative), ``ci_high_ha``, ``users_accuracy``, ``users_ci95``, ``producers_accuracy``,
-        ``producers_ci95``.
+        half-width), ``ci_low_ha`` (clipped at 0: an area is not negative), ``ci_high_ha``,
+        ``users_accuracy``, ``users_ci95``, ``producers_accuracy``, ``producers_ci95``.
         """
         ci = self.area_ci_ha
         return pd.DataFrame({

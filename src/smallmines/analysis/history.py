@@ -51,6 +51,8 @@ YEAR_NODATA = 65535
 NEVER = 0
 DEFAULT_CONFIRM = 2
 """Consecutive maps a run of mining needs (unless it touches the first or last map) to count."""
+_CHUNK = 1 << 20
+"""Pixels whose run lengths are computed at once (bounds the memory of :func:`confirm_runs`)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,19 +76,28 @@ def confirm_runs(mining: np.ndarray, confirm: int = DEFAULT_CONFIRM) -> tuple[np
     if confirm < 1:
         raise ChangeError(f"confirm {confirm} must be 1 or more (1 keeps every map as it is)")
     s = np.asarray(mining, dtype=bool)
+    flat = s.reshape(s.shape[0], -1)
+    kept = np.empty_like(flat)
+    unconfirmed = np.empty_like(flat)
+    for start in range(0, flat.shape[1], _CHUNK):  # bounded memory: the run lengths of one chunk at a time
+        part = slice(start, start + _CHUNK)
+        kept[:, part], unconfirmed[:, part] = _runs(flat[:, part], confirm)
+    return kept.reshape(s.shape), unconfirmed.reshape(s.shape)
+
+
+def _runs(s: np.ndarray, confirm: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`confirm_runs` on a ``(T, pixels)`` bool array."""
     t_count = s.shape[0]
-    fwd = np.zeros(s.shape, np.int32)
-    bwd = np.zeros(s.shape, np.int32)
+    fwd = np.zeros(s.shape, np.int16)  # length of the run up to and including t
+    bwd = np.zeros(s.shape, np.int16)  # length of the run from t on
     for t in range(t_count):
         fwd[t] = np.where(s[t], (fwd[t - 1] if t else 0) + 1, 0)
     for t in range(t_count - 1, -1, -1):
         bwd[t] = np.where(s[t], (bwd[t + 1] if t < t_count - 1 else 0) + 1, 0)
-    idx = np.arange(t_count).reshape((t_count,) + (1,) * (s.ndim - 1))
-    length = fwd + bwd - 1
-    at_start = fwd == idx + 1
-    at_end = bwd == t_count - idx
-    short = length < confirm
-    kept = s & (~short | at_start | at_end)
+    idx = np.arange(t_count)[:, None]
+    short = fwd + bwd - 1 < confirm
+    edge = (fwd == idx + 1) | (bwd == t_count - idx)
+    kept = s & (~short | edge)
     return kept, kept & short
 
 
