@@ -185,3 +185,8 @@ def test_report_shows_the_history(four_maps, tmp_path):
     map_history(four_maps, tmp_path / "h", figures=False)
     section = _change_section(_change_folder(tmp_path / "h", []), _Figures(None), [], False)
     assert "<h3>History</h3>" in str(section.html) and "each of 4 maps" in str(section.html)
+    assert "mining in every map" not in str(section.html)
+    map_history(four_maps, tmp_path / "h", figures=True)
+    assert (tmp_path / "h" / "figures" / "history_maps.png").is_file()
+    section = _change_section(_change_folder(tmp_path / "h", []), _Figures(None), [], False)
+    assert "mining in every map" in str(section.html)

@@ -421,3 +421,52 @@ def history_figure(history: pd.DataFrame, confirm: int | None = None, title: str
             fig.get_layout_engine().set(h_pad=0.25)
         ax.set_title(title or "Mining history", loc="left")
     return fig
+
+
+def history_maps_figure(kept: np.ndarray, years: Sequence[int], transform: Affine, valid: np.ndarray,
+                        max_pixels: int = 500, columns: int = 4) -> Figure:
+    """Small multiples: every map's mining as change from the map before (new red, continuing gold, stopped blue).
+
+    Args:
+        kept: bool stack ``(T, H, W)`` of the mining that counts (after the flicker filter).
+        years: the year of each map.
+        transform: affine transform of the grid (projected, metres).
+        valid: pixels valid in every map.
+        max_pixels: larger panels are reduced (keeping the most important class per block).
+        columns: panels per row.
+    """
+    t_count, h, w = kept.shape
+    factor = max(1, math.ceil(max(h, w) / max_pixels))
+    left, top = transform.c / 1000, transform.f / 1000
+    extent = (left, left + w * transform.a / 1000, top + h * transform.e / 1000, top)
+    cmap, norm = change_cmap()
+    cols = min(columns, t_count)
+    rows = math.ceil(t_count / cols)
+    with style():
+        fig = Figure(figsize=(2.6 * cols + 0.4, 2.6 * rows * max(h / max(w, 1), 0.4) + 0.9), layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+        for t, ax in enumerate(axes.ravel()):
+            if t >= t_count:
+                ax.set_axis_off()
+                continue
+            codes = np.full((h, w), ChangeClass.NO_MINING, np.uint8)
+            if t == 0:
+                codes[kept[0]] = ChangeClass.PERSISTENT
+                title = f"{years[0]}"
+            else:
+                codes[kept[t] & kept[t - 1]] = ChangeClass.PERSISTENT
+                codes[kept[t] & ~kept[t - 1]] = ChangeClass.NEW
+                codes[~kept[t] & kept[t - 1]] = ChangeClass.CEASED
+                title = f"{years[t]} (vs {years[t - 1]})"
+            codes[~valid] = CHANGE_NODATA
+            shown = downsample_classes(codes, factor)
+            ax.imshow(np.ma.masked_equal(shown, CHANGE_NODATA), cmap=cmap, norm=norm, interpolation="nearest",
+                      extent=extent)
+            ax.set_title(title, loc="left", fontsize=9)
+            ax.tick_params(labelsize=7)
+        handles = [Patch(facecolor=CHANGE_COLOURS[c], edgecolor="#555555", linewidth=0.4, label=label)
+                   for c, label in ((ChangeClass.NEW, "started"), (ChangeClass.PERSISTENT, "mining"),
+                                    (ChangeClass.CEASED, "stopped"))]
+        fig.legend(handles=handles, loc="outside lower center", ncols=3)
+        fig.suptitle("Mining in every map", x=0.01, ha="left", fontweight="bold", fontsize=10)
+    return fig

@@ -6,6 +6,8 @@ Given three or more dated binary mine maps, :func:`map_history` writes (see ``do
     last_year.tif    COG uint16: year it was last mapped as mining; 0 never; 65535 nodata
     history.csv      one row per map: year, mined_ha, new_ha, resumed_ha, ceased_ha, net_ha, ...
     figures/history  mined area per year, split into continuing, resumed and new mining (PNG, PDF)
+    figures/history_maps
+                     small multiples: each map's mining as change from the map before
 
 and, through :func:`~smallmines.analysis.change.compare_maps`, the change between the first and the
 last map (``change.tif``, ``areas.csv``, ``summary.json`` with a ``history`` block, ...).
@@ -303,6 +305,8 @@ def map_history(
         from smallmines.analysis import figures as fig
 
         result.figures = fig.save_figure(fig.history_figure(table, confirm), out / "figures" / "history")
+        result.figures += fig.save_figure(fig.history_maps_figure(kept, year_list, grid.transform, valid),
+                                          out / "figures" / "history_maps")
     return result
 
 
