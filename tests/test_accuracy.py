@@ -251,6 +251,10 @@ def test_cli_sample_and_change_with_reference(change_dir, tmp_path):
     assert res.exit_code == 0, res.output
     assert "95 %" in res.output and "overall accuracy 1.00" in res.output
     assert (change_dir / "accuracy.json").is_file()
+    (change_dir / "accuracy.json").unlink()
+    res = runner.invoke(app, ["change", "-o", str(change_dir), "--reference", str(tmp_path / "labelled.csv")])
+    assert res.exit_code == 0, res.output  # an existing change folder, assessed as it is
+    assert "overall accuracy 1.00" in res.output and (change_dir / "accuracy.json").is_file()
     res = runner.invoke(app, ["sample", str(tmp_path / "nowhere"), "-n", "10"])
     assert res.exit_code == 1 and "no change raster" in res.output
 
