@@ -14,6 +14,9 @@ Outputs of :func:`compare_maps` (see ``docs/run-layout.md``)::
     summary.json   grid, inputs, class areas, net growth, annual growth rate, zone coverage
     zones.csv      with zones: one row per zone (covered fraction, class areas, growth)
     zones.gpkg     the same with the zone geometries (layer ``zones``)
+    accuracy.json, area_estimates.csv
+                   with a labelled sample (``reference``): error matrix, accuracies and stratified
+                   area estimates with 95 % intervals (:mod:`smallmines.analysis.sampling`)
     figures/       change_map and areas as PNG and PDF (``figures=True``)
 
 Areas are computed on a projected grid: a geographic map is reprojected to its UTM zone first. Two
@@ -41,6 +44,8 @@ from smallmines.legend import CHANGE_NODATA, CLASS_KEYS, ChangeClass, change_col
 
 if TYPE_CHECKING:
     import geopandas as gpd
+
+    from smallmines.analysis.sampling import AccuracyResult
 
 from smallmines.analysis.areas import MAP_NODATA, _stats_row, area_table, change_classes, class_pixels, growth
 from smallmines.analysis.maps import BinaryMap, Grid, _resolution_in, align, common_grid, read_binary_map
@@ -70,6 +75,7 @@ class ChangeResult:
         zones_csv: path or None.
         zones_gpkg: path or None.
         figures: PNG/PDF figures written.
+        accuracy: estimates from a labelled sample (``reference``), or None.
     """
 
     out_dir: Path
@@ -83,6 +89,7 @@ class ChangeResult:
     zones_csv: Path | None = None
     zones_gpkg: Path | None = None
     figures: list[Path] = field(default_factory=list)
+    accuracy: AccuracyResult | None = None
 
 
 def compare_maps(
@@ -95,6 +102,7 @@ def compare_maps(
     zone_field: str | None = None,
     min_area_ha: float = 0.0,
     figures: bool = True,
+    reference: str | Path | None = None,
 ) -> ChangeResult:
     """Compare two mine maps: change raster, polygons, area table, growth and zonal statistics.
 
@@ -108,6 +116,9 @@ def compare_maps(
         zone_field: attribute naming the zones (default ``name``, else the row number).
         min_area_ha: smallest polygon kept in ``change.gpkg`` (raster and tables keep everything).
         figures: also write ``figures/change_map`` and ``figures/areas`` as PNG and PDF.
+        reference: a labelled sample of this change map (``sample.gpkg``/``sample.csv`` from
+            :func:`~smallmines.analysis.sampling.draw_sample`, ``reference`` filled in): adds
+            ``accuracy.json``, ``area_estimates.csv`` and ``summary["area_estimates"]``.
 
     Returns:
         The :class:`ChangeResult` (paths, area table, summary, zones).
@@ -115,9 +126,11 @@ def compare_maps(
     Raises:
         MapNotFoundError: a map does not exist.
         DataFormatError: a map is not binary or has no CRS.
-        ChangeError: the maps do not overlap, ``year_b`` is not after ``year_a``, or bad zones.
+        ChangeError: the maps do not overlap, ``year_b`` is not after ``year_a``, bad zones, or a
+            reference sample that does not fit this map.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``reference``.
     """
     out = Path(out_dir)
     a, b = read_binary_map(map_a), read_binary_map(map_b)
@@ -187,6 +200,13 @@ def compare_maps(
             "partial": per_zone.loc[per_zone["coverage"] == "partial", "zone"].tolist(),
             "outside": per_zone.loc[per_zone["coverage"] == "outside", "zone"].tolist(),
         }
+
+    if reference is not None:
+        from smallmines.analysis.sampling import ChangeRaster, estimate_from_sample
+
+        assessed = estimate_from_sample(ChangeRaster(change_tif, change, grid.crs, grid.transform), reference, out)
+        result.accuracy = assessed
+        summary["area_estimates"] = assessed.summary
 
     if figures:
         result.figures = _change_figures(change, grid, summary, result.zones, out / "figures")

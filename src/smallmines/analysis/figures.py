@@ -368,3 +368,105 @@ def tile_growth_figure(tiles: gpd.GeoDataFrame, year_a: int, year_b: int) -> Fig
     return fig
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# multi-year history
+
+
+RESUMED_COLOUR = "#f4a582"
+"""Mining that resumed where it had stopped (between new red and the grey of no mining)."""
+
+
+def history_figure(history: pd.DataFrame, confirm: int | None = None, title: str | None = None) -> Figure:
+    """Mined area in every year, split into continuing, resumed and new mining, with the area as mapped.
+
+    Args:
+        history: the table of :func:`smallmines.analysis.history.history_table` (``year``, ``mined_ha``,
+            ``new_ha``, ``resumed_ha``, ``mapped_ha``, ``unconfirmed_ha``: hatched).
+        confirm: the consecutive maps a run needed (named in the note).
+        title: figure title (default: "Mining history").
+    """
+    years = history["year"].astype(int).to_numpy()
+    mined = history["mined_ha"].astype(float).to_numpy()
+    new = history["new_ha"].astype(float).fillna(0.0).to_numpy()
+    resumed = history["resumed_ha"].astype(float).fillna(0.0).to_numpy()
+    continuing = mined - new - resumed
+    x = np.arange(len(years), dtype=float)
+    with style():
+        fig = Figure(figsize=(max(5.2, 0.9 * len(years) + 2.4), 3.8), layout="constrained")
+        ax = fig.add_subplot()
+        ax.bar(x, continuing, width=0.6, color=CHANGE_COLOURS[ChangeClass.PERSISTENT], label="mined before",
+               edgecolor="white", linewidth=0.6)
+        ax.bar(x, resumed, bottom=continuing, width=0.6, color=RESUMED_COLOUR, label="resumed",
+               edgecolor="white", linewidth=0.6)
+        ax.bar(x, new, bottom=continuing + resumed, width=0.6, color=CHANGE_COLOURS[ChangeClass.NEW],
+               label="new (first mined)", edgecolor="white", linewidth=0.6)
+        if "unconfirmed_ha" in history and history["unconfirmed_ha"].max() > 0:
+            unconfirmed = history["unconfirmed_ha"].astype(float).to_numpy()
+            ax.bar(x, unconfirmed, bottom=mined - unconfirmed, width=0.6, fill=False, hatch="////",
+                   edgecolor="#555555", linewidth=0.0, label="unconfirmed")
+        if "mapped_ha" in history and (history["mapped_ha"] - history["mined_ha"]).abs().max() > 0:
+            ax.plot(x, history["mapped_ha"].astype(float), "k_", markersize=18, mew=1.2, label="as mapped")
+        for xi, total in zip(x, mined, strict=True):
+            ax.text(xi, total, _fmt_ha(total), ha="center", va="bottom", fontsize=8, fontweight="bold")
+        ax.set_xticks(x, [str(y) for y in years])
+        ax.set_ylabel("mined area (ha)")
+        top = max(float(np.nanmax(np.r_[mined, history.get("mapped_ha", pd.Series([0.0])).astype(float)])), 1e-9)
+        ax.set_ylim(0, top * 1.2)
+        ax.legend(loc="upper left", ncols=2)
+        if confirm is not None and confirm > 1:
+            fig.text(0.01, 0.0, f"mining counts after {confirm} consecutive maps (one-off flickers dropped; the "
+                     "runs at either end stay unconfirmed)", fontsize=7, color="#555555", va="bottom")
+            fig.get_layout_engine().set(h_pad=0.25)
+        ax.set_title(title or "Mining history", loc="left")
+    return fig
+
+
+def history_maps_figure(kept: np.ndarray, years: Sequence[int], transform: Affine, valid: np.ndarray,
+                        max_pixels: int = 500, columns: int = 4) -> Figure:
+    """Small multiples: every map's mining as change from the map before (new red, continuing gold, stopped blue).
+
+    Args:
+        kept: bool stack ``(T, H, W)`` of the mining that counts (after the flicker filter).
+        years: the year of each map.
+        transform: affine transform of the grid (projected, metres).
+        valid: pixels valid in every map.
+        max_pixels: larger panels are reduced (keeping the most important class per block).
+        columns: panels per row.
+    """
+    t_count, h, w = kept.shape
+    factor = max(1, math.ceil(max(h, w) / max_pixels))
+    left, top = transform.c / 1000, transform.f / 1000
+    extent = (left, left + w * transform.a / 1000, top + h * transform.e / 1000, top)
+    cmap, norm = change_cmap()
+    cols = min(columns, t_count)
+    rows = math.ceil(t_count / cols)
+    with style():
+        fig = Figure(figsize=(2.6 * cols + 0.4, 2.6 * rows * max(h / max(w, 1), 0.4) + 0.9), layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+        for t, ax in enumerate(axes.ravel()):
+            if t >= t_count:
+                ax.set_axis_off()
+                continue
+            codes = np.full((h, w), ChangeClass.NO_MINING, np.uint8)
+            if t == 0:
+                codes[kept[0]] = ChangeClass.PERSISTENT
+                title = f"{years[0]}"
+            else:
+                codes[kept[t] & kept[t - 1]] = ChangeClass.PERSISTENT
+                codes[kept[t] & ~kept[t - 1]] = ChangeClass.NEW
+                codes[~kept[t] & kept[t - 1]] = ChangeClass.CEASED
+                title = f"{years[t]} (vs {years[t - 1]})"
+            codes[~valid] = CHANGE_NODATA
+            shown = downsample_classes(codes, factor)
+            ax.imshow(np.ma.masked_equal(shown, CHANGE_NODATA), cmap=cmap, norm=norm, interpolation="nearest",
+                      extent=extent)
+            ax.set_title(title, loc="left", fontsize=9)
+            ax.tick_params(labelsize=7)
+        handles = [Patch(facecolor=CHANGE_COLOURS[c], edgecolor="#555555", linewidth=0.4, label=label)
+                   for c, label in ((ChangeClass.NEW, "started"), (ChangeClass.PERSISTENT, "mining"),
+                                    (ChangeClass.CEASED, "stopped"))]
+        fig.legend(handles=handles, loc="outside lower center", ncols=3)
+        fig.suptitle("Mining in every map", x=0.01, ha="left", fontweight="bold", fontsize=10)
+    return fig

@@ -54,6 +54,7 @@ from smallmines.report.sections import (
     Section,
     _area_table,
     _dataset_section,
+    _estimates_table,
     _evaluation_section,
     _Figures,
     _ha,
@@ -116,6 +117,24 @@ def _change_section(change: ChangeFolder, figs: _Figures, cards: list[Card], com
                  figs.img(growth_figure(s), "change_areas", "mined area in both years",
                           f"Bars split into the change classes: {ya} = persistent + ceased, {yb} = persistent + new.")
                  + Markup("</div>"))
+    if s.get("area_estimates"):
+        parts.append(Markup("<h3>Area estimates from a labelled sample</h3>") + _estimates_table(s))
+    history_csv = change.path / "history.csv"
+    if history_csv.is_file():
+        import pandas as pd
+
+        from smallmines.analysis.figures import history_figure
+
+        h = s.get("history", {})
+        parts.append(Markup("<h3>History</h3>") + figs.img(
+            history_figure(pd.read_csv(history_csv), h.get("confirm")), "history", "mined area per year",
+            f"Mined area in each of {len(h.get('years', []))} maps; first_year.tif and last_year.tif hold the year "
+            "each pixel was first and last mined."))
+        small = change.path / "figures" / "history_maps.png"
+        if small.is_file():  # the small multiples need every map's mining, so they come from the change folder
+            data = base64.b64encode(small.read_bytes()).decode("ascii")
+            parts.append(Markup(f'<figure><img alt="mining in every map" src="data:image/png;base64,{data}">'
+                                "<figcaption>Each map's mining as change from the map before.</figcaption></figure>"))
     if figs.folder is not None and change.raster is not None:  # the static map, for papers (the page has the web map)
         from smallmines.report.figures import change_map_figure
 

@@ -265,6 +265,24 @@ def _area_table(summary: Mapping[str, Any]) -> Markup:
     return _table(["class", "area", "% of valid area"], rows, classes)
 
 
+def _estimates_table(summary: Mapping[str, Any]) -> Markup:
+    """Sample-based area estimates (``summary["area_estimates"]``) beside the pixel-counted areas."""
+    est = summary["area_estimates"]
+    rows = []
+    for c in (ChangeClass.NEW, ChangeClass.PERSISTENT, ChangeClass.CEASED, ChangeClass.NO_MINING):
+        e = est["classes"].get(CLASS_KEYS[c])
+        if e is None:
+            continue
+        rows.append([Markup(_swatch(CHANGE_COLOURS[c])) + c.label, _ha(e["mapped_ha"]), _ha(e["estimated_ha"]),
+                     "\u00b1 " + _ha(e["ci95_ha"]), _num(e.get("users_accuracy"), 2),
+                     _num(e.get("producers_accuracy"), 2), _num(e.get("samples"), 0)])
+    note = _note(f"Stratified estimates from {est['samples']} labelled points (Olofsson et al. 2014), 95 % "
+                 f"confidence intervals; overall accuracy {_num(est.get('overall_accuracy'), 2)}. The pixel counts "
+                 "carry the map's errors; the estimates correct them.")
+    return note + _table(["class", "mapped (pixels)", "estimated", "95 % CI", "user's acc.", "producer's acc.",
+                          "points"], rows)
+
+
 # --------------------------------------------------------------------------------------------
 # training and evaluation
 
