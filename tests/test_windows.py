@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smallmines.errors import ConfigError
-from smallmines.mapping.windows import (
+from smallmines.data.windows import (
     ALIGN,
     Span,
     add_window,
@@ -21,6 +20,7 @@ from smallmines.mapping.windows import (
     taper,
     tile_axis,
 )
+from smallmines.errors import ConfigError
 
 lengths = st.integers(1, 900)
 sizes = st.sampled_from([32, 64, 96, 128, 256])

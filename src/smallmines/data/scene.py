@@ -40,8 +40,8 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from smallmines.bands import BAND_NAMES, BANDS, GROUPS, IMAGE_NODATA, INDICES, parse_bands
+from smallmines.data.windows import Span
 from smallmines.errors import BandError, ConfigError, CorruptFileError
-from smallmines.mapping.windows import Span
 
 logger = logging.getLogger(__name__)
 
