@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from smallmines.cli import change, data, demo, mapping, report, train
+from smallmines.cli import build, change, data, demo, mapping, report, train
 
 app = typer.Typer(
     name="smallmines",
@@ -19,7 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data.app, name="data")
-for _module in (train, mapping, change, report, demo):
+for _module in (build, train, mapping, change, report, demo):
     _module.register(app)
 
 
