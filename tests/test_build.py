@@ -259,3 +259,33 @@ def test_a_built_dataset_trains(built: Path, tmp_path: Path) -> None:
     result = fit("tiny", [f"data.root={built}", "train.epochs=1", "train.batch_size=8",
                           "model.args={widths: [8, 16]}"], out=tmp_path / "run")
     assert result.model_path.is_file()
+
+
+def test_merge_keeps_ids_unique_and_samples_identical(built: Path, synth_zip: Path, tmp_path: Path) -> None:
+    from smallmines.data.build.merge import merge_datasets
+
+    merged = tmp_path / "merged"
+    result = merge_datasets([synth_zip, built], merged)
+    assert result.renamed[str(synth_zip)] == {}
+    assert result.renamed[str(built)]["GH_0001_2016"] == "GH_10001_2016"  # the whole source shifted
+    assert len(result.renamed[str(built)]) == 18 and not result.unassigned
+    assert result.counts == {("GH", 2016): 16 + 9, ("GH", 2022): 16 + 9}
+    report = check_dataset(merged)
+    assert report.ok, report.problems
+    assert all(c["unassigned"] == 0 for c in report.counts.values())
+    pairs = [(SmallMinesDS(synth_zip, split=None), {}), (SmallMinesDS(built, split=None), result.renamed[str(built)])]
+    whole = SmallMinesDS(merged, split=None)
+    index = {pid: i for i, pid in enumerate(whole.ids)}
+    for source, renamed in pairs:
+        for i in (0, len(source) - 1):
+            a, b = source[i], whole[index[renamed.get(source.ids[i], source.ids[i])]]
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    rows = read_split_rows(merged)
+    assert rows["GH_10005_2016"].split == read_split_rows(built)["GH_0005_2016"].split
+    tiles = gpd.read_file(merged / "tiles.gpkg", layer="tiles")
+    assert len(tiles) == 50 and tiles.crs.to_epsg() == 4326 and tiles.id.is_unique
+    runner = CliRunner(env={"COLUMNS": "200"})
+    cli = runner.invoke(app, ["data", "merge", str(synth_zip), str(built), "-o", str(tmp_path / "m2")])
+    assert cli.exit_code == 0 and "renumbered" in cli.output, cli.output
+    bad = runner.invoke(app, ["data", "merge", str(built), "-o", str(tmp_path / "m3")])
+    assert bad.exit_code == 1 and "at least two" in bad.output

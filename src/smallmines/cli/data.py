@@ -240,3 +240,29 @@ def preview(
         output.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(output, dpi=dpi)
     out.print(f"wrote {output}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def merge(
+    datasets: Annotated[list[Path], typer.Argument(help="Datasets to merge: SmallMinesDS.zip, folders holding "
+                                                        "SmallMinesDS/, built datasets.", exists=True)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the merged dataset.")],
+    country: Annotated[str | None, typer.Option(help="Country code for file names without one "
+                                                     "(IMG_0001_2016.tif).")] = None,
+) -> None:
+    """Merge datasets into one (files copied, tile ids kept unique, split files merged per year)."""
+    from smallmines.data.build.merge import merge_datasets
+
+    with api_errors(), progress_bar("merging patches") as update:
+        result = merge_datasets(datasets, output, country=country, progress=update)
+    table = Table(title=escape(f"merged into {result.out}"))
+    for column in ("source", "patches", "renumbered"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    for source, ids in result.patches.items():
+        table.add_row(escape(source), str(len(ids)), str(len(result.renamed.get(source, {}))))
+    out.print(table)
+    out.print("patches per country and year: " + ", ".join(f"{cc} {year}: {n}" for (cc, year), n in
+                                                           sorted(result.counts.items())), highlight=False)
+    if result.unassigned:
+        out.print(f"[yellow]{len(result.unassigned)} patches have no split[/] (their source has no split file "
+                  "naming them), e.g. " + escape(result.unassigned[0]), highlight=False)

@@ -18,4 +18,5 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "synth": ["synthesize_dataset", "synthesize_scene"],
     "scene": ["Scene", "SceneReader", "open_scene"],
     "build.build": ["BuildResult", "build_dataset"],
+    "build.merge": ["MergeResult", "merge_datasets"],
 })

@@ -24,7 +24,8 @@ CITATION = ("the SmallMinesDS dataset paper (IEEE Geoscience and Remote Sensing 
 TO_FILL = "_to fill in_"
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """Render a Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -42,7 +43,7 @@ def _counts(rows: Mapping[str, SplitRow]) -> str:
         mined = sum(1 for s in shares[year] if s > 0)
         table.append([year, sum(c.values()), c["train"], c["test"], mined,
                       f"{sum(shares[year]) / len(shares[year]):.2f}"])
-    return _table(["year", "patches", "train", "test", "with mining", "mean mining share %"], table)
+    return markdown_table(["year", "patches", "train", "test", "with mining", "mean mining share %"], table)
 
 
 def _sources(years: Mapping[str, Any]) -> str:
@@ -105,7 +106,7 @@ cover the same pixels.
 
 ## Bands
 
-{_table(["#", "band", "sensor", "unit", "description"], band_rows)}
+{markdown_table(["#", "band", "sensor", "unit", "description"], band_rows)}
 
 Sentinel-2 L2A reflectance x 10000, Sentinel-1 backscatter in dB, elevation in metres.
 
