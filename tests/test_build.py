@@ -233,7 +233,7 @@ def test_option_errors_name_the_value_and_the_fix(scene: dict, built: Path, tmp_
         build_dataset(tmp_path, labels, "Ghana", 2016, stacked=stacked)
     with pytest.raises(ConfigError, match="no build.json"):
         build_dataset(tmp_path / "x", labels, "GH", 2016, stacked=stacked, like=tmp_path)
-    with pytest.raises(ConfigError, match="--tile-size 64 differs from 128"):
+    with pytest.raises(ConfigError, match="--tile-size 64 differs from 128 of the tile grid"):
         build_dataset(tmp_path / "y", labels, "GH", 2016, stacked=stacked, like=built, tile=64)
     with pytest.raises(ConfigError, match="smaller than one"):
         build_dataset(tmp_path / "z", labels, "GH", 2016, stacked=stacked, tile=512)
@@ -289,3 +289,18 @@ def test_merge_keeps_ids_unique_and_samples_identical(built: Path, synth_zip: Pa
     assert cli.exit_code == 0 and "renumbered" in cli.output, cli.output
     bad = runner.invoke(app, ["data", "merge", str(built), "-o", str(tmp_path / "m3")])
     assert bad.exit_code == 1 and "at least two" in bad.output
+
+
+def test_negative_sampling_keeps_years_paired(scene: dict, tmp_path: Path) -> None:
+    def run(year: int) -> object:
+        return build_dataset(tmp_path, scene[year]["labels"], "GH", year, stacked=scene[year]["stacked"],
+                             keep_empty=0.0, min_share=2.0)
+
+    first, second = run(2016), run(2022)
+    assert first.skipped["empty_not_drawn"] + first.skipped["below_min_share"] > 0
+    tiles = lambda r: {pid.split("_")[1] for pid in r.patches}  # noqa: E731
+    assert tiles(first) <= tiles(second)  # 2016's tiles are kept in 2022 whatever their share
+    assert second.unpaired == sorted(p for p in second.patches if p.split("_")[1] not in tiles(first))
+    again = run(2016)  # rebuilding the first year pairs the tiles only the second year had
+    assert tiles(again) == tiles(second) and again.unpaired == []
+    assert read_record(tmp_path)["years"]["2016"]["unpaired"] == []

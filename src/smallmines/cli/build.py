@@ -79,6 +79,9 @@ def build_command(
         dropped = len(report["empty"]) + len(report["not_polygon"]) + len(report["outside"])
         table.add_row("labels", escape(f"{report['source']}: {report['mining']} mining, {report['unknown']} unknown, "
                                        f"{fixed} repaired, {dropped} skipped"))
+    if result.unpaired:
+        table.add_row("unpaired", f"{len(result.unpaired)} patches without the same tile in another year, e.g. "
+                                  f"{result.unpaired[0]} (rebuild the other year to pair them)")
     table.add_row("footprints", str(result.footprints))
     table.add_row("card", str(result.card))
     out.print(table)

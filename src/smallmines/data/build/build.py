@@ -11,7 +11,9 @@ The steps, for one year:
    tile; unknown areas and imagery nodata become 255.
 4. **Selection**: tiles above ``max_nodata``, mining-free tiles not drawn by ``keep_empty`` (a draw per
    tile number and seed, the same in every year) and tiles with a mining share below ``min_share``
-   are skipped.
+   are skipped; a tile that another year of the dataset holds is kept whatever the sampling (only
+   nodata skips it), so years pair up. Rebuilding the first year after the second pairs the tiles the
+   sampling dropped from the first year but the second year kept.
 5. **Writing** (:mod:`~smallmines.data.build.writer`): patches staged and swapped in as one folder; the
    split file of the year (sites already assigned in other years keep their split; new sites are
    split by :func:`smallmines.data.splits.random_split`, stratified on mining share); tile footprints;
@@ -76,6 +78,8 @@ class BuildResult:
         shares: patch id -> mining percentage.
         split: patch id -> ``train`` or ``test``.
         labels: the label reports (features used, repaired, skipped).
+        unpaired: ids of this year's patches whose tile no other year of the dataset holds, and of
+            other years' patches whose tile this year lacks (empty for a dataset of one year).
         footprints: the GeoPackage of tile footprints.
         card: the dataset card.
 
@@ -89,6 +93,7 @@ class BuildResult:
     shares: dict[str, float] = field(default_factory=dict)
     split: dict[str, str] = field(default_factory=dict)
     labels: list[dict[str, Any]] = field(default_factory=list)
+    unpaired: list[str] = field(default_factory=list)
     footprints: Path | None = None
     card: Path | None = None
 
@@ -147,8 +152,9 @@ def _tile_grid(scene: Scene, record: dict[str, Any] | None, source: Path | None,
     grid = TileGrid.from_dict(record.get("grid", {}), str(source / BUILD_RECORD) if source else BUILD_RECORD)
     for name, asked, have in (("--tile-size", tile, grid.tile), ("--stride", stride, grid.stride)):
         if asked is not None and asked != have:
-            raise ConfigError(f"{name} {asked} differs from {have} of the grid in {source}; a second year must use "
-                              f"the same grid (leave {name} out, or build into a new folder without --like)")
+            raise ConfigError(f"{name} {asked} differs from {have} of the tile grid recorded in {source}; a build "
+                              f"into an existing dataset (or with --like) reuses its grid: leave {name} out, or "
+                              "build into a new folder")
     return grid
 
 
@@ -290,6 +296,9 @@ def build_dataset(
     result = BuildResult(out, year, grid, skipped=dict.fromkeys(("nodata", "empty_not_drawn", "below_min_share"), 0),
                          labels=[r.to_dict() for r in polygons.reports])
     nodata_share: dict[str, float] = {}
+    others = {pid: row for folder in {out, Path(like) if like else out}
+              for pid, row in read_split_rows(folder).items() if row.key.year != year}
+    partners = {int(row.key.tile) for row in others.values()}
     keys: dict[str, PatchKey] = {}
     total = grid.rows * grid.columns
     with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{year}-", dir=out) as scratch:
@@ -303,7 +312,9 @@ def build_dataset(
                 mask[np.isnan(image).any(axis=0)] = MASK_NODATA
                 missing = float((mask == MASK_NODATA).mean())
                 share = mining_share(mask)
+                paired = cell.number in partners  # kept whatever the sampling, so years pair up
                 reason = ("nodata" if missing >= 1 or missing > max_nodata
+                          else None if paired
                           else "empty_not_drawn" if share == 0 and not _keep_empty(seed, cell.number, keep_empty)
                           else "below_min_share" if 0 < share < min_share else None)
                 if reason is None:
@@ -323,6 +334,14 @@ def build_dataset(
                               "pixels, or loosen --max-nodata / --keep-empty / --min-share")
         swap_in(staged, out / DATASET_DIR / str(year))
     result.patches = sorted(keys)
+    if others:
+        written = {int(k.tile) for k in keys.values()}
+        result.unpaired = sorted([pid for pid, k in keys.items() if int(k.tile) not in partners]
+                                 + [pid for pid, row in others.items() if int(row.key.tile) not in written])
+        if result.unpaired:
+            logger.warning("%d patches have no partner in another year (e.g. %s): a tile skipped in one year "
+                           "(nodata, sampling) but kept in another; rebuilding the other year pairs the tiles "
+                           "it has data for", len(result.unpaired), result.unpaired[0])
     result.split = _assign_splits(out, like and Path(like), year, result.shares, keys, seed, test_fraction)
     write_split_csv(out / SPLITS_DIR / split_csv_name(year), result.split, result.shares,
                     names={pid: image_name(k.tile, year, country) for pid, k in keys.items()})
@@ -332,7 +351,7 @@ def build_dataset(
     years[str(year)] = {
         "country": country, "scene": scene.describe(), "provenance": _provenance(scene), "labels": result.labels,
         "options": options, "patches": len(keys), "skipped": result.skipped,
-        "mining_share": result.mining_share, "nodata_share": nodata_share,
+        "mining_share": result.mining_share, "nodata_share": nodata_share, "unpaired": result.unpaired,
         "split": {name: sum(1 for s in result.split.values() if s == name) for name in ("train", "test")},
     }
     record = {"smallmines": __version__, "grid": grid.to_dict(), "bands": list(wanted),
@@ -341,5 +360,5 @@ def build_dataset(
     nodata_all = {pid: v for y in record["years"].values() for pid, v in y.get("nodata_share", {}).items()}
     result.footprints = write_footprints(out / FOOTPRINTS, grid, read_split_rows(out), nodata_all)
     result.card = write_card(out, record, read_split_rows(out))
-    logger.info("%s: %d patches of %d written (%s skipped)", out, len(keys), year, result.skipped)
+    logger.debug("%s: %d patches of %d written (%s skipped)", out, len(keys), year, result.skipped)
     return result

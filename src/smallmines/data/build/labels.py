@@ -217,7 +217,7 @@ def read_labels(path: str | Path, crs: str, extent: tuple[float, float, float, f
         second_report.unknown = len(extra)
         unknown_polys += extra
         reports.append(second_report)
-    logger.info("labels: %d mining and %d unknown polygons from %s", len(mining), len(unknown_polys),
+    logger.debug("labels: %d mining and %d unknown polygons from %s", len(mining), len(unknown_polys),
                 ", ".join(r.source for r in reports))
     return Labels(mining, unknown_polys, reports)
 

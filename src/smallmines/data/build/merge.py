@@ -131,9 +131,15 @@ def merge_datasets(sources: Sequence[str | Path], out: str | Path, country: str 
     if len(sources) < 2:
         raise ConfigError(f"give at least two datasets to merge (got {len(sources)})")
     out = Path(out)
-    for source in sources:
-        if Path(source).resolve() == out.resolve():
-            raise ConfigError(f"{source}: the output folder is also a source; write the merge to a new folder")
+    resolved = [Path(s).resolve() for s in sources]
+    for source, path in zip(sources, resolved, strict=True):
+        if path == out.resolve() or path in out.resolve().parents:
+            raise ConfigError(f"{source}: the output folder {out} is or lies inside this source, which would then "
+                              "read the merge as its own patches; write the merge to a folder outside every source")
+        inner = [str(s) for s, other in zip(sources, resolved, strict=True) if other != path and path in other.parents]
+        if inner:
+            raise ConfigError(f"{source} holds another source ({inner[0]}); its patches would be merged twice. Give "
+                              "datasets that lie side by side")
     layouts = [discover(s) for s in sources]
     if any(not p.key.country for lay in layouts for p in lay.patches) and not country:
         raise ConfigError("a source has file names without country code (IMG_0001_2016.tif); pass --country CC so "
@@ -221,7 +227,7 @@ def _write(out: Path, plan: list[tuple[PatchRef, str, str, int]], split: dict[st
     os.replace(tmp, out / FOOTPRINTS)
     write_json(out / MERGE_RECORD, {"sources": sources, "renamed": result.renamed, "unassigned": result.unassigned})
     write_text(out / CARD, _card(result, sources))
-    logger.info("%s: merged %d patches from %d datasets", out, len(plan), len(sources))
+    logger.debug("%s: merged %d patches from %d datasets", out, len(plan), len(sources))
 
 
 def _card(result: MergeResult, sources: list[str]) -> str:
