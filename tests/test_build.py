@@ -6,6 +6,7 @@ so a built mask must equal the true mask pixel for pixel, and a built image the 
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import zipfile
@@ -253,14 +254,6 @@ def test_cli_build_prints_a_summary_and_errors_in_one_line(scene: dict, tmp_path
     assert bad.exit_code == 1 and "error:" in bad.output and "country code 'G1'" in bad.output
 
 
-def test_a_built_dataset_trains(built: Path, tmp_path: Path) -> None:
-    from smallmines.training.trainer import fit
-
-    result = fit("tiny", [f"data.root={built}", "train.epochs=1", "train.batch_size=8",
-                          "model.args={widths: [8, 16]}"], out=tmp_path / "run")
-    assert result.model_path.is_file()
-
-
 def test_merge_keeps_ids_unique_and_samples_identical(built: Path, synth_zip: Path, tmp_path: Path) -> None:
     from smallmines.data.build.merge import merge_datasets
 
@@ -300,7 +293,56 @@ def test_negative_sampling_keeps_years_paired(scene: dict, tmp_path: Path) -> No
     assert first.skipped["empty_not_drawn"] + first.skipped["below_min_share"] > 0
     tiles = lambda r: {pid.split("_")[1] for pid in r.patches}  # noqa: E731
     assert tiles(first) <= tiles(second)  # 2016's tiles are kept in 2022 whatever their share
-    assert second.unpaired and second.unpaired == sorted(p for p in second.patches if p.split("_")[1] not in tiles(first))
+    assert second.unpaired
+    assert second.unpaired == sorted(p for p in second.patches if p.split("_")[1] not in tiles(first))
     again = run(2016)  # rebuilding the first year pairs the tiles only the second year had
     assert tiles(again) == tiles(second) and again.unpaired == []
     assert read_record(tmp_path)["years"]["2016"]["unpaired"] == []
+
+
+def test_split_by_country_and_metrics_per_country(built: Path, synth_root: Path, scene: dict, tmp_path: Path) -> None:
+    from smallmines.data.build.merge import merge_datasets
+    from smallmines.data.dataset import PatchSource, resolve_split
+    from smallmines.data.splits import country_split
+    from smallmines.errors import SplitError
+    from smallmines.training.benchmarking import _aggregate, to_markdown
+    from smallmines.training.evaluation import evaluate, summarize
+    from smallmines.training.trainer import fit
+
+    ci = tmp_path / "ci"
+    build_dataset(ci, scene[2016]["labels"], "CI", 2016, stacked=scene[2016]["stacked"])
+    merged = tmp_path / "merged"
+    merge_datasets([synth_root, ci], merged)
+    source = PatchSource(merged)
+    split = resolve_split(source, "country", seed=0, val_fraction=0.2, test_countries=["ci"])
+    countries = {name: {pid.split("_")[0] for pid, s in split.items() if s == name}
+                 for name in ("train", "val", "test")}
+    assert countries == {"train": {"GH"}, "val": {"GH"}, "test": {"CI"}}
+    keys = dict(zip(source.ids, source.keys, strict=True))
+    with pytest.raises(SplitError, match="in both train and test"):
+        country_split(keys, source.shares, train_countries=["GH"], test_countries=["GH"])
+    with pytest.raises(SplitError, match="no patch of test countries"):
+        country_split(keys, source.shares, test_countries=["PE"])
+    runner = CliRunner(env={"COLUMNS": "200"})
+    csv_path = tmp_path / "gh2ci.csv"
+    cli = runner.invoke(app, ["data", "split", str(merged), "--method", "country", "--test-countries", "CI",
+                              "-o", str(csv_path)])
+    assert cli.exit_code == 0, cli.output
+    # train on Ghana, test on Côte d'Ivoire; metrics per country
+    run = fit("tiny", [f"data.root={merged}", f"data.splits={csv_path}", "train.epochs=1", "train.batch_size=8",
+                       "model.args={widths: [8, 16]}"], out=tmp_path / "run")
+    scored = evaluate(run.model_path, split="test")  # the test split of the run: Côte d'Ivoire only
+    metrics = json.loads((scored.out / "metrics.json").read_text())
+    assert set(metrics["per_country"]) == {"CI"} and scored.per_patch[0]["country"] == "CI"
+    counts = np.array([[90, 5, 3, 2], [80, 10, 4, 6], [70, 0, 0, 30]])
+    result = summarize(counts, ["GH_0001_2016", "CI_0001_2016", "CI_0002_2022"], [2016, 2016, 2022], 0.5, "test",
+                       np.array([5.0, 10.0, 30.0]))
+    assert result.per_country["GH"]["patches"] == 1 and result.per_country["CI"]["patches"] == 2
+    assert result.per_country["CI"]["iou_mining"] == pytest.approx(36 / (36 + 10 + 4))
+    assert "| country CI | 2 |" in result.to_markdown() and "per_country" in result.to_dict()
+    runs = [{"config": "tiny", "model": "unet", "bands": "all", "channels": 13, "params": 1000, "train_s": 1.0,
+             "epochs": 1, "seed": s, "iou_mining": 0.5, "miou": 0.7, "f1_mining": 0.6, "precision_mining": 0.6,
+             "recall_mining": 0.6, "iou_mining_country_GH": 0.6 + s / 10, "iou_mining_country_CI": 0.3}
+            for s in (0, 1)]
+    table = to_markdown(_aggregate(runs), "test", [0, 1])
+    assert "Mining IoU per country" in table and "| unet | 65.00 ± 7.07 | 30.00 ± 0.00 |" in table

@@ -170,7 +170,7 @@ def stats(
 def split_(
     path: DatasetArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="Split CSV to write.")],
-    method: Annotated[str, typer.Option(help="official, random, year or spatial.")] = "official",
+    method: Annotated[str, typer.Option(help="official, random, year, country or spatial.")] = "official",
     seed: SeedOpt = 0,
     val_fraction: Annotated[float, typer.Option(help="Share of patches (of train, for official and year) "
                                                      "that becomes validation.")] = 0.1,
@@ -179,6 +179,10 @@ def split_(
     block_size: Annotated[float | None, typer.Option(help="Block side in metres (spatial).")] = None,
     train_years: Annotated[str | None, typer.Option(help="Comma-separated training years (year).")] = None,
     test_years: Annotated[str | None, typer.Option(help="Comma-separated test years (year).")] = None,
+    train_countries: Annotated[str | None, typer.Option(help="Comma-separated training country codes (country; "
+                                                             "default: all but the test ones).")] = None,
+    test_countries: Annotated[str | None, typer.Option(help="Comma-separated test country codes (country).")
+                              ] = None,
     splits_dir: SplitsDirOpt = None,
 ) -> None:
     """Write a reproducible split CSV (official format plus val) and print its counts per year."""
@@ -190,7 +194,9 @@ def split_(
     with api_errors():
         try:
             options = {"test_fraction": test_fraction, "block_size": block_size,
-                       "train_years": years(train_years), "test_years": years(test_years)}
+                       "train_years": years(train_years), "test_years": years(test_years),
+                       "train_countries": None if train_countries is None else train_countries.split(","),
+                       "test_countries": None if test_countries is None else test_countries.split(",")}
         except ValueError as exc:
             raise typer.BadParameter(f"years must be comma-separated integers ({exc})") from None
         _, summary = export_split(path, output, method, seed=seed, val_fraction=val_fraction,
