@@ -217,10 +217,13 @@ def test_bad_features_unknown_areas_and_selection(scene: dict, tmp_path: Path,
     assert sampled.skipped["empty_not_drawn"] + sampled.skipped["below_min_share"] == 9 - len(sampled.patches)
 
 
-def test_interrupted_build_leaves_nothing_that_looks_complete(scene: dict, tmp_path: Path) -> None:
+def test_interrupted_build_leaves_nothing_that_looks_complete(scene: dict, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     def stop(done: int, total: int) -> None:
-        if done == 5:
+        if done >= 3:  # after the first block of tiles is written
             raise KeyboardInterrupt
+
+    monkeypatch.setattr("smallmines.data.build.blocks.BLOCK_TILES", 3)
 
     with pytest.raises(KeyboardInterrupt):
         build_dataset(tmp_path, scene[2016]["labels"], "GH", 2016, stacked=scene[2016]["stacked"], progress=stop)
@@ -346,3 +349,14 @@ def test_split_by_country_and_metrics_per_country(built: Path, synth_root: Path,
             for s in (0, 1)]
     table = to_markdown(_aggregate(runs), "test", [0, 1])
     assert "Mining IoU per country" in table and "| unet | 65.00 ± 7.07 | 30.00 ± 0.00 |" in table
+
+
+def test_dask_workers_write_the_same_files(scene: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("smallmines.data.build.blocks.BLOCK_TILES", 3)  # three blocks of one tile row
+    stacked, labels = scene[2016]["stacked"], scene[2016]["labels"]
+    here = build_dataset(tmp_path / "here", labels, "GH", 2016, stacked=stacked, keep_empty=0.5)
+    there = build_dataset(tmp_path / "there", labels, "GH", 2016, stacked=stacked, keep_empty=0.5, workers=2)
+    assert there.patches == here.patches and there.skipped == here.skipped
+    for folder in ("SmallMinesDS/2016/IMAGE", "SmallMinesDS/2016/MASK", "data_splits"):
+        for path in sorted((tmp_path / "here" / folder).iterdir()):
+            assert path.read_bytes() == (tmp_path / "there" / folder / path.name).read_bytes()

@@ -51,6 +51,9 @@ def build_command(
                          ] = 0.0,
     test_fraction: Annotated[float, typer.Option(help="Share of new sites in the test split.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the negative sampling and the split.")] = 0,
+    cluster: Annotated[str | None, typer.Option(help="Dask scheduler address (tcp://host:8786).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Start a local Dask cluster of N worker processes.",
+                                                min=1)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Build a SmallMinesDS-format dataset (patches, masks, splits, footprints, card) for one year."""
@@ -66,7 +69,7 @@ def build_command(
                 unknown_values=tuple(unknown_value or UNKNOWN_VALUES), unknown=unknown, like=like, tile=tile_size,
                 stride=stride, bands=bands, band_order=band_order, scale=scale, max_nodata=max_nodata,
                 keep_empty=keep_empty, min_share=min_share, test_fraction=test_fraction, seed=seed,
-                progress=update)
+                cluster=cluster, workers=workers, progress=update)
     grid = result.grid
     table = Table(title=escape(f"{result.year}: {len(result.patches)} patches in {result.out}"), show_header=False)
     splits = {name: sum(1 for s in result.split.values() if s == name) for name in ("train", "test")}

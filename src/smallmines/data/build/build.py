@@ -9,11 +9,12 @@ The steps, for one year:
    year gets the same tiles under the same ids; the scene is then read onto that grid.
 3. **Labels** (:mod:`~smallmines.data.build.labels`): polygons reprojected, repaired and rasterised tile by
    tile; unknown areas and imagery nodata become 255.
-4. **Selection**: tiles above ``max_nodata``, mining-free tiles not drawn by ``keep_empty`` (a draw per
-   tile number and seed, the same in every year) and tiles with a mining share below ``min_share``
-   are skipped; a tile that another year of the dataset holds is kept whatever the sampling (only
-   nodata skips it), so years pair up. Rebuilding the first year after the second pairs the tiles the
-   sampling dropped from the first year but the second year kept.
+4. **Selection** (:mod:`~smallmines.data.build.blocks`, block by block, here or on Dask workers):
+   tiles above ``max_nodata``, mining-free tiles not drawn by ``keep_empty`` (a draw per tile number
+   and seed, the same in every year) and tiles with a mining share below ``min_share`` are skipped;
+   a tile that another year of the dataset holds is kept whatever the sampling (only nodata skips
+   it), so years pair up. Rebuilding the first year after the second pairs the tiles the sampling
+   dropped from the first year but the second year kept.
 5. **Writing** (:mod:`~smallmines.data.build.writer`): patches staged and swapped in as one folder; the
    split file of the year (sites already assigned in other years keep their split; new sites are
    split by :func:`smallmines.data.splits.random_split`, stratified on mining share); tile footprints;
@@ -35,9 +36,10 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
 from smallmines import __version__
-from smallmines.bands import BAND_NAMES, MASK_NODATA, parse_bands
+from smallmines.bands import BAND_NAMES, parse_bands
+from smallmines.data.build.blocks import TileJob, run_blocks
 from smallmines.data.build.card import write_card
-from smallmines.data.build.labels import UNKNOWN_VALUES, rasterize_tile, read_labels
+from smallmines.data.build.labels import UNKNOWN_VALUES, read_labels
 from smallmines.data.build.tiles import TILE, TileGrid
 from smallmines.data.build.writer import (
     BUILD_RECORD,
@@ -47,11 +49,10 @@ from smallmines.data.build.writer import (
     read_record,
     read_split_rows,
     swap_in,
+    write_bytes,
     write_footprints,
     write_json,
-    write_patch,
 )
-from smallmines.data.io import mining_share
 from smallmines.data.layout import DATASET_DIR, SPLITS_DIR, PatchKey, image_name, mask_name, split_csv_name
 from smallmines.data.scene import Scene, open_scene, parse_scale
 from smallmines.data.splits import random_split, write_split_csv
@@ -164,13 +165,6 @@ def _scene_extent(scene: Scene, grid: TileGrid) -> tuple[float, float, float, fl
     return bounds if src == dst else transform_bounds(src, dst, *bounds)
 
 
-def _keep_empty(seed: int, number: int, fraction: float) -> bool:
-    """Draw whether a mining-free tile is kept: depends on the tile number only, so years agree."""
-    if fraction >= 1:
-        return True
-    return bool(np.random.default_rng([seed, number]).random() < fraction)
-
-
 def _provenance(scene: Scene) -> list[dict[str, Any]]:
     """``fetch.json`` records found beside the scene's files (from ``smallmines fetch``)."""
     import json
@@ -227,6 +221,8 @@ def build_dataset(
     min_share: float = 0.0,
     test_fraction: float = 0.2,
     seed: int = 0,
+    cluster: Any = None,
+    workers: int | None = None,
     progress: Progress | None = None,
 ) -> BuildResult:
     """Build (or add a year to) a dataset in the published SmallMinesDS layout.
@@ -263,7 +259,10 @@ def build_dataset(
         min_share: skip tiles whose mining percentage is above 0 but below this.
         test_fraction: share of new sites put in the test split (stratified on mining share).
         seed: seed of the negative sampling and the split.
-        progress: called as ``progress(done, total)`` after every tile.
+        cluster: Dask scheduler address or ``distributed.Client``: blocks of tiles are cut on its workers
+            (which must read the scene and label files at the same paths); the files are written here.
+        workers: start a local Dask cluster of this many worker processes.
+        progress: called as ``progress(done, total)`` in tiles after every block.
 
     Returns:
         What was written (:class:`BuildResult`).
@@ -275,6 +274,8 @@ def build_dataset(
 
     """
     country = _check_options(country, year, max_nodata, keep_empty, min_share, test_fraction)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers={workers}: need at least 1 (or leave it out to build in this process)")
     year = int(year)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -301,34 +302,27 @@ def build_dataset(
     partners = {int(row.key.tile) for row in others.values()}
     keys: dict[str, PatchKey] = {}
     total = grid.rows * grid.columns
+    job = TileJob(scene, grid, wanted, max_nodata, keep_empty, min_share, seed, frozenset(partners))
     with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{year}-", dir=out) as scratch:
         staged = Path(scratch) / str(year)
         (staged / "IMAGE").mkdir(parents=True)
         (staged / "MASK").mkdir(parents=True)
-        with scene.open() as reader:
-            for done, cell in enumerate(grid.cells(), start=1):
-                image = reader.read(wanted, cell.rows, cell.cols)
-                mask = rasterize_tile(polygons, grid.transform(cell), (grid.tile, grid.tile), grid.bounds(cell))
-                mask[np.isnan(image).any(axis=0)] = MASK_NODATA
-                missing = float((mask == MASK_NODATA).mean())
-                share = mining_share(mask)
-                paired = cell.number in partners  # kept whatever the sampling, so years pair up
-                reason = ("nodata" if missing >= 1 or missing > max_nodata
-                          else None if paired
-                          else "empty_not_drawn" if share == 0 and not _keep_empty(seed, cell.number, keep_empty)
-                          else "below_min_share" if 0 < share < min_share else None)
-                if reason is None:
-                    name = grid.name(cell.number)
-                    key = PatchKey(name, year, country)
-                    write_patch(staged, image_name(name, year, country), mask_name(name, year, country), image,
-                                mask, grid.transform(cell), grid.crs, wanted)
-                    keys[key.id] = key
-                    result.shares[key.id] = share
-                    nodata_share[key.id] = 100.0 * missing
-                else:
-                    result.skipped[reason] += 1
-                if progress:
-                    progress(done, total)
+        done = 0
+        for outcomes in run_blocks(job, polygons, cluster, workers):
+            for tile in outcomes:
+                if tile.reason is not None:
+                    result.skipped[tile.reason] += 1
+                    continue
+                name = grid.name(tile.number)
+                key = PatchKey(name, year, country)
+                write_bytes(staged / "IMAGE" / image_name(name, year, country), tile.image or b"")
+                write_bytes(staged / "MASK" / mask_name(name, year, country), tile.mask or b"")
+                keys[key.id] = key
+                result.shares[key.id] = tile.share
+                nodata_share[key.id] = 100.0 * tile.missing
+            done += len(outcomes)
+            if progress:
+                progress(done, total)
         if not keys:
             raise ConfigError(f"no tile of the scene was kept ({result.skipped}); check that the scene has valid "
                               "pixels, or loosen --max-nodata / --keep-empty / --min-share")
@@ -347,7 +341,8 @@ def build_dataset(
                     names={pid: image_name(k.tile, year, country) for pid, k in keys.items()})
     options = {"tile": grid.tile, "stride": grid.stride, "bands": list(wanted), "max_nodata": max_nodata,
                "keep_empty": keep_empty, "min_share": min_share, "test_fraction": test_fraction, "seed": seed,
-               "scale": dict(scene.scale), "like": str(like) if like else None}
+               "scale": dict(scene.scale), "like": str(like) if like else None,
+               "workers": workers, "cluster": str(cluster) if cluster else None}
     years[str(year)] = {
         "country": country, "scene": scene.describe(), "provenance": _provenance(scene), "labels": result.labels,
         "options": options, "patches": len(keys), "skipped": result.skipped,

@@ -14,16 +14,11 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import rasterio
-from affine import Affine
-
-from smallmines.bands import IMAGE_NODATA, MASK_NODATA
 from smallmines.data.build.tiles import TileGrid
 from smallmines.data.layout import DATASET_DIR, SPLIT_FILE, SPLITS_DIR, PatchKey
 from smallmines.data.splits import parse_patch_name
@@ -36,24 +31,11 @@ FOOTPRINTS = "tiles.gpkg"
 FOOTPRINT_LAYER = "tiles"
 
 
-def write_tif(path: Path, array: np.ndarray, transform: Affine, crs: str, nodata: float,
-              descriptions: Sequence[str]) -> None:
-    """Write ``array`` ``(bands, h, w)`` as a plain GeoTIFF (like the published patches), atomically."""
-    count, height, width = array.shape
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes atomically (a temporary name in the same folder, then a rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with rasterio.open(tmp, "w", driver="GTiff", width=width, height=height, count=count, crs=crs,
-                       dtype=array.dtype.name, transform=transform, nodata=nodata) as dst:
-        dst.write(array)
-        dst.descriptions = tuple(descriptions)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def write_patch(folder: Path, image_name: str, mask_name: str, image: np.ndarray, mask: np.ndarray,
-                transform: Affine, crs: str, bands: Sequence[str]) -> None:
-    """Write one image (NaN becomes -9999) and its mask into ``folder/IMAGE`` and ``folder/MASK``."""
-    stored = np.where(np.isnan(image), np.float32(IMAGE_NODATA), image).astype(np.float32)
-    write_tif(folder / "IMAGE" / image_name, stored, transform, crs, IMAGE_NODATA, bands)
-    write_tif(folder / "MASK" / mask_name, mask[None].astype(np.uint8), transform, crs, MASK_NODATA, ("mining",))
 
 
 def swap_in(staged: Path, final: Path) -> None:
