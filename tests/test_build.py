@@ -321,6 +321,7 @@ def test_split_by_country_and_metrics_per_country(built: Path, synth_root: Path,
     countries = {name: {pid.split("_")[0] for pid, s in split.items() if s == name}
                  for name in ("train", "val", "test")}
     assert countries == {"train": {"GH"}, "val": {"GH"}, "test": {"CI"}}
+    assert resolve_split(source, "country:GH>CI", seed=0, val_fraction=0.2) == split
     keys = dict(zip(source.ids, source.keys, strict=True))
     with pytest.raises(SplitError, match="in both train and test"):
         country_split(keys, source.shares, train_countries=["GH"], test_countries=["GH"])
@@ -332,7 +333,9 @@ def test_split_by_country_and_metrics_per_country(built: Path, synth_root: Path,
                               "-o", str(csv_path)])
     assert cli.exit_code == 0, cli.output
     # train on Ghana, test on Côte d'Ivoire; metrics per country
-    run = fit("tiny", [f"data.root={merged}", f"data.splits={csv_path}", "train.epochs=1", "train.batch_size=8",
+    assert SmallMinesDS(merged, split="test", splits=csv_path).ids == SmallMinesDS(merged, split="test",
+                                                                                     splits="country:CI").ids
+    run = fit("tiny", [f"data.root={merged}", "data.splits=country:CI", "train.epochs=1", "train.batch_size=8",
                        "model.args={widths: [8, 16]}"], out=tmp_path / "run")
     scored = evaluate(run.model_path, split="test")  # the test split of the run: Côte d'Ivoire only
     metrics = json.loads((scored.out / "metrics.json").read_text())
