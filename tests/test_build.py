@@ -363,3 +363,26 @@ def test_dask_workers_write_the_same_files(scene: dict, tmp_path: Path, monkeypa
     for folder in ("SmallMinesDS/2016/IMAGE", "SmallMinesDS/2016/MASK", "data_splits"):
         for path in sorted((tmp_path / "here" / folder).iterdir()):
             assert path.read_bytes() == (tmp_path / "there" / folder / path.name).read_bytes()
+
+
+def test_like_reads_a_scene_on_another_grid_onto_the_tile_grid(built: Path, scene: dict, tmp_path: Path) -> None:
+    from rasterio.warp import Resampling, reproject
+
+    with rasterio.open(scene[2022]["stacked"]) as src:  # the 2022 scene, resampled half a pixel off the grid
+        profile = src.profile
+        data = src.read()
+        moved = src.transform * src.transform.translation(0.5, 0.5)
+        target = np.full_like(data, IMAGE_NODATA)
+        reproject(data, target, src_transform=src.transform, src_crs=src.crs, dst_transform=moved, dst_crs=src.crs,
+                  src_nodata=IMAGE_NODATA, dst_nodata=IMAGE_NODATA, resampling=Resampling.bilinear)
+    shifted = tmp_path / "shifted.tif"
+    with rasterio.open(shifted, "w", **{**profile, "transform": moved}) as dst:
+        dst.write(target)
+    result = build_dataset(tmp_path / "ds", scene[2022]["labels"], "GH", 2022, stacked=shifted, like=built)
+    grid = TileGrid.from_dict(read_record(built)["grid"])
+    assert result.grid == grid and set(result.patches) == {p for p in read_split_rows(built) if p.endswith("2022")}
+    record = read_record(tmp_path / "ds")["years"]["2022"]["scene"]["sources"][0]
+    assert record["warped"]  # read through GDAL's warper onto the tile grid, as map does
+    for ref in discover(tmp_path / "ds").patches:
+        with rasterio.open(ref.image) as img:
+            assert img.transform == grid.transform(grid.cell(int(ref.key.tile)))
