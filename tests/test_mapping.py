@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 from smallmines.bands import BAND_NAMES, IMAGE_NODATA, compute_channels, parse_bands
 from smallmines.cli import app
+from smallmines.data.windows import pad_to_multiple, pad_window
 from smallmines.errors import BandError, SceneMismatchError
 from smallmines.mapping.mapper import map_scene
-from smallmines.mapping.windows import pad_to_multiple, pad_window
 from smallmines.models.registry import load_model
 
 H, W = 256, 320

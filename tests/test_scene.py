@@ -11,11 +11,11 @@ from _scene_data import COARSE, FINE, LEVELS, ORIGIN, SPREAD, scene_array, write
 from rasterio.transform import from_origin
 
 from smallmines.bands import BAND_NAMES, parse_bands
+from smallmines.data.scene import aoi_mask, aoi_region, identify_bands, load_aoi, open_scene, parse_scale
 from smallmines.data.stats import BandStats
+from smallmines.data.windows import Span
 from smallmines.errors import BandError, ConfigError, CorruptFileError, SceneMismatchError
 from smallmines.mapping.guards import compare_to_training, enforce
-from smallmines.mapping.scene import aoi_mask, aoi_region, identify_bands, load_aoi, open_scene, parse_scale
-from smallmines.mapping.windows import Span
 
 H = W = 96
 

@@ -212,7 +212,7 @@ def test_carve_validation_moves_only_train_and_groups_sites():
     assert sum(s == "val" for s in ungrouped.values()) == pytest.approx(16, abs=3)
 
 
-@pytest.mark.parametrize("method", sorted(SPLIT_METHODS))
+@pytest.mark.parametrize("method", sorted(set(SPLIT_METHODS) - {"country"}))  # country: tests/test_build.py
 def test_csv_round_trip(method, tmp_path):
     keys = make_keys(20, country="")
     shares = make_shares(keys)

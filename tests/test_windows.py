@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smallmines.errors import ConfigError
-from smallmines.mapping.windows import (
+from smallmines.data.windows import (
     ALIGN,
     Span,
     add_window,
@@ -23,6 +22,7 @@ from smallmines.mapping.windows import (
     tile_axis,
     weight_sum,
 )
+from smallmines.errors import ConfigError
 
 lengths = st.integers(1, 900)
 sizes = st.sampled_from([32, 64, 96, 128, 256])

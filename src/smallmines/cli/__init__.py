@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from smallmines.cli import change, data, demo, fetch, mapping, monitor, report, train
+from smallmines.cli import build, change, data, demo, fetch, mapping, monitor, report, train
 from smallmines.cli._common import out, set_verbosity, setup_logging
 
 app = typer.Typer(
@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data.app, name="data")
-for _module in (fetch, train, mapping, change, report, monitor, demo):
+for _module in (fetch, build, train, mapping, change, report, monitor, demo):
     _module.register(app)
 
 

@@ -170,7 +170,7 @@ def stats(
 def split_(
     path: DatasetArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="Split CSV to write.")],
-    method: Annotated[str, typer.Option(help="official, random, year or spatial.")] = "official",
+    method: Annotated[str, typer.Option(help="official, random, year, country or spatial.")] = "official",
     seed: SeedOpt = 0,
     val_fraction: Annotated[float, typer.Option(help="Share of patches (of train, for official and year) "
                                                      "that becomes validation.")] = 0.1,
@@ -179,6 +179,10 @@ def split_(
     block_size: Annotated[float | None, typer.Option(help="Block side in metres (spatial).")] = None,
     train_years: Annotated[str | None, typer.Option(help="Comma-separated training years (year).")] = None,
     test_years: Annotated[str | None, typer.Option(help="Comma-separated test years (year).")] = None,
+    train_countries: Annotated[str | None, typer.Option(help="Comma-separated training country codes (country; "
+                                                             "default: all but the test ones).")] = None,
+    test_countries: Annotated[str | None, typer.Option(help="Comma-separated test country codes (country).")
+                              ] = None,
     splits_dir: SplitsDirOpt = None,
 ) -> None:
     """Write a reproducible split CSV (official format plus val) and print its counts per year."""
@@ -190,7 +194,9 @@ def split_(
     with api_errors():
         try:
             options = {"test_fraction": test_fraction, "block_size": block_size,
-                       "train_years": years(train_years), "test_years": years(test_years)}
+                       "train_years": years(train_years), "test_years": years(test_years),
+                       "train_countries": None if train_countries is None else train_countries.split(","),
+                       "test_countries": None if test_countries is None else test_countries.split(",")}
         except ValueError as exc:
             raise typer.BadParameter(f"years must be comma-separated integers ({exc})") from None
         _, summary = export_split(path, output, method, seed=seed, val_fraction=val_fraction,
@@ -240,3 +246,29 @@ def preview(
         output.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(output, dpi=dpi)
     out.print(f"wrote {output}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def merge(
+    datasets: Annotated[list[Path], typer.Argument(help="Datasets to merge: SmallMinesDS.zip, folders holding "
+                                                        "SmallMinesDS/, built datasets.", exists=True)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the merged dataset.")],
+    country: Annotated[str | None, typer.Option(help="Country code for file names without one "
+                                                     "(IMG_0001_2016.tif).")] = None,
+) -> None:
+    """Merge datasets into one (files copied, tile ids kept unique, split files merged per year)."""
+    from smallmines.data.build.merge import merge_datasets
+
+    with api_errors(), progress_bar("merging patches") as update:
+        result = merge_datasets(datasets, output, country=country, progress=update)
+    table = Table(title=escape(f"merged into {result.out}"))
+    for column in ("source", "patches", "renumbered"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    for source, ids in result.patches.items():
+        table.add_row(escape(source), str(len(ids)), str(len(result.renamed.get(source, {}))))
+    out.print(table)
+    out.print("patches per country and year: " + ", ".join(f"{cc} {year}: {n}" for (cc, year), n in
+                                                           sorted(result.counts.items())), highlight=False)
+    if result.unassigned:
+        out.print(f"[yellow]{len(result.unassigned)} patches have no split[/] (their source has no split file "
+                  "naming them), e.g. " + escape(result.unassigned[0]), highlight=False)

@@ -161,6 +161,8 @@ def evaluate(
                      tta=tta, progress=_ReadingProgress("reading patches"))
     rows = {"overall": {**result.overall, "patches": len(result.per_patch)}}
     rows.update({f"year {y}": v for y, v in result.per_year.items()})
+    if len(result.per_country) > 1:
+        rows.update({f"country {c or '?'}": v for c, v in result.per_country.items()})
     rows.update({f"share {v['label']}": v for v in result.per_bin.values()})
     out.print(_scores_table(f"{split} split, threshold {result.threshold:.2f}", rows))
     if result.out:

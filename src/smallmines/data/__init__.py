@@ -16,4 +16,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "check": ["CheckReport", "check_dataset"],
     "preview": ["preview_grid"],
     "synth": ["synthesize_dataset", "synthesize_scene"],
+    "scene": ["Scene", "SceneReader", "open_scene"],
+    "build.build": ["BuildResult", "build_dataset"],
+    "build.merge": ["MergeResult", "merge_datasets"],
 })

@@ -186,7 +186,9 @@ def resolve_split(
     Args:
         source: the patches.
         method: ``"official"`` (published files, validation carved from train), ``"random"``,
-            ``"year"``, ``"spatial"``, a path to a split CSV, or a ready mapping id -> split.
+            ``"year"``, ``"spatial"``, ``"country"`` (with ``test_countries``), ``"country:CI"`` (test
+            on CI, train on the other countries) or ``"country:GH,BF>CI"``, a path to a split CSV, or a
+            ready mapping id -> split.
         seed: seed for every random choice.
         val_fraction: share of train moved to validation (official split and CSVs without ``val``);
             whole sites move, so no place is in both train and validation.
@@ -213,6 +215,11 @@ def resolve_split(
     elif name == "official":
         _method_options_none(name, options)
         split = carve_validation(source.official(), source.shares, val_fraction, seed, keys=keys)
+    elif name is not None and name.lower().startswith("country:"):  # country:TEST or country:TRAIN>TEST
+        train, _, test = name.split(":", 1)[1].rpartition(">")
+        kwargs = _method_options("country", {**options, "train_countries": train.split(",") if train else None,
+                                             "test_countries": test.split(",")})
+        split = SPLIT_METHODS["country"](keys, source.shares, seed=seed, val_fraction=val_fraction, **kwargs)
     elif name in SPLIT_METHODS:
         kwargs = _method_options(name, options)
         if name == "spatial":

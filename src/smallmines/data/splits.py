@@ -1,4 +1,4 @@
-"""Train/validation/test splits: official, stratified random, by year and spatially blocked.
+"""Train/validation/test splits: official, stratified random, by year, by country and spatially blocked.
 
 A split is a plain ``dict`` from patch id (``GH_0001_2016``) to ``"train"``, ``"val"`` or
 ``"test"``. Every method is reproducible from a seed, and any split can be written to CSV in the
@@ -131,6 +131,46 @@ def year_split(
     if not out:
         present = sorted({k.year for k in keys.values()})
         raise SplitError(f"no patch of years {sorted(train_years | test_years)}; the dataset has {present}")
+    return carve_validation(out, shares, val_fraction, seed, keys=keys)
+
+
+def country_split(
+    keys: Mapping[str, PatchKey],
+    shares: Mapping[str, float],
+    seed: int = 0,
+    train_countries: Iterable[str] = (),
+    test_countries: Iterable[str] = (),
+    val_fraction: float = 0.1,
+) -> dict[str, str]:
+    """Train on some countries, test on others (the transfer question of every new region).
+
+    Validation takes whole sites of the training countries. Patches of countries in neither list are
+    left out; with no ``train_countries``, every country not tested on is trained on.
+
+    Args:
+        keys: patch id -> key (its country code).
+        shares: patch id -> mining percentage (stratifies the validation carve-out).
+        seed: seed of the validation carve-out.
+        train_countries: country codes to train on (default: all but the test ones).
+        test_countries: country codes to test on.
+        val_fraction: share of the training sites moved to validation.
+
+    Raises:
+        SplitError: no test country, a country in both lists, or a split with no patch.
+
+    """
+    test = {c.strip().upper() for c in test_countries if c.strip()}
+    present = sorted({k.country for k in keys.values()})
+    train = {c.strip().upper() for c in train_countries if c.strip()} or set(present) - test
+    if not test:
+        raise SplitError(f"the country split needs test countries (--test-countries); the dataset has {present}")
+    if train & test:
+        raise SplitError(f"countries {sorted(train & test)} are in both train and test")
+    out = {p: "train" if k.country in train else "test" for p, k in keys.items() if k.country in train | test}
+    for name, wanted in (("train", train), ("test", test)):
+        if name not in out.values():
+            raise SplitError(f"no patch of {name} countries {sorted(wanted)}; the dataset has {present} (country "
+                             "codes come from the file names, IMG_CC_TTTT_YYYY.tif)")
     return carve_validation(out, shares, val_fraction, seed, keys=keys)
 
 
@@ -335,6 +375,7 @@ SPLIT_METHODS: dict[str, Callable[..., dict[str, str]]] = {
     "random": random_split,
     "year": year_split,
     "spatial": spatial_split,
+    "country": country_split,
 }
 """Generated split methods by name; ``official`` reads the published files instead."""
 

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from smallmines.bands import compute_channels
+from smallmines.data.scene import Scene, SceneReader, aoi_mask
+from smallmines.data.windows import BlockId, Plan, Span, WindowId, add_window, pad_window
 from smallmines.mapping.predictors import ModelRef, Predictor, load_predictor
-from smallmines.mapping.scene import Scene, SceneReader, aoi_mask
-from smallmines.mapping.windows import BlockId, Plan, Span, WindowId, add_window, pad_window
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from smallmines.bands import INDICES, compute_channels
+from smallmines.data.scene import SENSOR, SceneReader
 from smallmines.data.stats import BandStats
+from smallmines.data.windows import Span
 from smallmines.errors import SceneMismatchError
-from smallmines.mapping.scene import SENSOR, SceneReader
-from smallmines.mapping.windows import Span
 
 logger = logging.getLogger(__name__)
 

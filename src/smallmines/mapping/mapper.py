@@ -2,14 +2,14 @@
 
 :func:`map_scene` is the one entry point (``smallmines map`` calls it). The steps:
 
-1. **Scene** (:mod:`smallmines.mapping.scene`): open the stacked or per-sensor rasters, align them on the
+1. **Scene** (:mod:`smallmines.data.scene`): open the stacked or per-sensor rasters, align them on the
    10 m grid, optionally restrict to an area of interest; fail early, naming any band the model
    needs and the scene lacks.
 2. **Guards** (:mod:`smallmines.mapping.guards`): sample the scene and compare each band with the
    training statistics the model carries; refuse a scene off by orders of magnitude or with bands in
    another order (``--scale``, ``--band-order`` fix it, ``--force`` overrides), warn when it is far
    from the training data.
-3. **Inference** (:mod:`smallmines.mapping.engine`; :mod:`smallmines.mapping.windows` for the
+3. **Inference** (:mod:`smallmines.mapping.engine`; :mod:`smallmines.data.windows` for the
    arithmetic, :mod:`smallmines.mapping.predictors` for the backends): overlapping windows aligned
    to the network's stride, the last one shifted inward at the scene edge, smooth blending weights,
    batched, with reader threads preparing the next windows (read, spectral indices, normalisation
@@ -41,13 +41,13 @@ from typing import Any
 import numpy as np
 
 from smallmines.bands import required_bands
+from smallmines.data.scene import Grid, aoi_region, load_aoi, open_scene, parse_scale
+from smallmines.data.windows import BlockId, Span, make_plan
 from smallmines.errors import ConfigError
 from smallmines.mapping.engine import Job, _run_distributed, run_blocks
 from smallmines.mapping.guards import SceneCheck, compare_to_training, enforce, sample_scene
 from smallmines.mapping.predictors import ModelRef, load_predictor, read_card
-from smallmines.mapping.scene import Grid, aoi_region, load_aoi, open_scene, parse_scale
 from smallmines.mapping.vector import areas_ha, pixel_areas_m2, polygonize, write_polygons
-from smallmines.mapping.windows import BlockId, Span, make_plan
 from smallmines.mapping.work import (
     MINES_COLOURS,
     OUTPUTS,

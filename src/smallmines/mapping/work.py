@@ -24,11 +24,11 @@ import rasterio
 from rasterio.windows import Window
 
 from smallmines.bands import MASK_NODATA
+from smallmines.data.scene import Grid
+from smallmines.data.windows import BlockId, assemble
 from smallmines.legend import CHANGE_COLOURS, MINING_COLOUR, ChangeClass, hex_to_rgba
 from smallmines.mapping.engine import Job
-from smallmines.mapping.scene import Grid
 from smallmines.mapping.vector import label_tile, pixel_areas_m2
-from smallmines.mapping.windows import BlockId, assemble
 
 logger = logging.getLogger(__name__)
 

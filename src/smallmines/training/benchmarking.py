@@ -31,6 +31,8 @@ from smallmines.training.evaluation import evaluate
 
 logger = logging.getLogger(__name__)
 SCORES = ("iou_mining", "miou", "f1_mining", "precision_mining", "recall_mining")
+COUNTRY_PREFIX = "iou_mining_country_"
+"""Run and table keys of the per-country mining IoU (datasets of more than one country)."""
 TABLE_COLUMNS = ("config", "model", "bands", "channels", "params", "train_s", "epochs", "seeds",
                  *(f"{s}_{stat}" for s in SCORES for stat in ("mean", "std")))
 
@@ -75,12 +77,16 @@ def _run_one(config: Config, seed: int, run_dir: Path, split: str, progress: boo
             fit(config, out=run_dir, resume=resume, progress=progress)
         evaluate(run_dir / "model.pt", split=split)
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    overall = json.loads(metrics_path.read_text(encoding="utf-8"))["overall"]
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    overall = metrics["overall"]
+    countries = metrics.get("per_country") or {}
+    per_country = {f"{COUNTRY_PREFIX}{c or '?'}": v.get("iou_mining") for c, v in countries.items()}
     return {
         "config": config.name, "seed": seed, "model": _model_label(config), "bands": config.data.bands,
         "channels": len(summary["channels"]), "params": summary["params"], "train_s": summary["seconds"],
         "epochs": summary["epochs"], "threshold": summary["threshold"], "split_hash": summary["split_hash"],
-        **{s: overall.get(s) for s in SCORES}, "run_dir": str(run_dir),
+        **{s: overall.get(s) for s in SCORES}, **(per_country if len(per_country) > 1 else {}),
+        "run_dir": str(run_dir),
     }
 
 
@@ -101,6 +107,8 @@ def _aggregate(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                    epochs=statistics.fmean(r["epochs"] for r in rows), seeds=len(rows))
         for score in SCORES:
             row[f"{score}_mean"], row[f"{score}_std"] = _mean_std([r[score] for r in rows])
+        for key in dict.fromkeys(k for r in rows for k in r if k.startswith(COUNTRY_PREFIX)):
+            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([r.get(key) for r in rows])
         table.append(row)
     return table
 
@@ -126,6 +134,17 @@ def to_markdown(table: Sequence[Mapping[str, Any]], split: str, seeds: Sequence[
                      f"{row['train_s']:.0f} s | " + " | ".join(scores) + " |")
     lines += ["", "Scores in % on the test split, threshold chosen on validation; "
               "node count for the LightGBM baseline in Params.", ""]
+    countries = list(dict.fromkeys(k[: -len("_mean")] for row in table for k in row
+                                   if k.startswith(COUNTRY_PREFIX) and k.endswith("_mean")))
+    if countries:
+        lines += ["Mining IoU per country (%)", "",
+                  "| Model | " + " | ".join(c[len(COUNTRY_PREFIX):] for c in countries) + " |",
+                  "|---|" + "---:|" * len(countries)]
+        for row in table:
+            cells = [_pm(row.get(f"{c}_mean", math.nan), row.get(f"{c}_std", math.nan), row["seeds"])
+                     for c in countries]
+            lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -56,7 +56,8 @@ class DataConfig:
     Attributes:
         root: ``SmallMinesDS.zip``, its folder or a ``.smpack`` pack.
         bands: band selection (:func:`smallmines.bands.parse_bands`), e.g. ``official6``, ``all``, ``s2,ndvi``.
-        splits: ``official``, ``random``, ``year``, ``spatial`` or a split CSV.
+        splits: ``official``, ``random``, ``year``, ``spatial``, ``country:TEST`` or
+            ``country:TRAIN>TEST`` (country codes, comma-separated), or a split CSV.
         split_seed: seed of the split and of the validation carve-out (kept fixed across training seeds).
         val_fraction: share of the train split held out for validation (early stopping, threshold).
         years: keep only these years (None: all).

@@ -1,11 +1,11 @@
-"""Evaluate a trained model on a split: exact metrics overall, per year and per mining-share bin.
+"""Evaluate a trained model on a split: exact metrics overall, per year, per country and per mining-share bin.
 
 :func:`evaluate` reads a ``model.pt``/``.ckpt`` (or takes a network and its card), normalises the
 split with the card's statistics, predicts the mining probability and thresholds it at the card's
 threshold, which training chose on the validation split (never on test). It returns an
 :class:`EvalResult` and writes, into ``RUN_DIR/evaluation/{split}/``::
 
-    metrics.json    overall, per_year, per_bin, threshold, confusion [[TN, FP], [FN, TP]], counts
+    metrics.json    overall, per_year, per_country, per_bin, threshold, confusion [[TN, FP], [FN, TP]], counts
     metrics.md      the same as Markdown tables
     per_patch.csv   one row per patch: counts and scores
 
@@ -31,7 +31,7 @@ from torch import nn
 
 from smallmines.bands import parse_bands, required_bands
 from smallmines.data.dataset import PatchSource, resolve_split
-from smallmines.data.splits import BIN_EDGES, SPLIT_NAMES, share_bin
+from smallmines.data.splits import BIN_EDGES, SPLIT_NAMES, parse_patch_name, share_bin
 from smallmines.data.stats import BandStats
 from smallmines.errors import ConfigError, SplitError
 from smallmines.models.networks import mining_probability
@@ -48,7 +48,7 @@ from smallmines.training.metrics import (
 
 logger = logging.getLogger(__name__)
 PATCH_COLUMNS = ("id", "year", "mining_share", "bin", "predicted_share", "valid_pixels", "tn", "fp", "fn", "tp",
-                 *SCORE_NAMES)
+                 *SCORE_NAMES, "country")
 
 
 def bin_label(index: int) -> str:
@@ -177,6 +177,8 @@ class EvalResult:
         per_bin: mining-share bin -> scores (plus ``patches`` and ``label``).
         confusion: ``[[TN, FP], [FN, TP]]`` in pixels.
         per_patch: one dict per patch (:data:`PATCH_COLUMNS`).
+        per_country: country code (from the file names; ``""`` for names without one) -> scores
+            (plus ``patches``).
         checkpoint: what was evaluated.
         data: the dataset path.
         out: folder written, if any.
@@ -192,13 +194,14 @@ class EvalResult:
     checkpoint: str = ""
     data: str = ""
     out: Path | None = None
+    per_country: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (NaN becomes null); the content of ``metrics.json``."""
         return _json_safe({
             "split": self.split, "checkpoint": self.checkpoint, "data": self.data, "threshold": self.threshold,
             "patches": len(self.per_patch), "overall": self.overall, "per_year": self.per_year,
-            "per_bin": self.per_bin, "confusion": self.confusion,
+            "per_country": self.per_country, "per_bin": self.per_bin, "confusion": self.confusion,
         })
 
     def to_markdown(self) -> str:
@@ -215,6 +218,8 @@ class EvalResult:
                  f"Model: `{self.checkpoint}`  ", f"Data: `{self.data}`", "", head, rule,
                  row("**overall**", self.overall, len(self.per_patch))]
         lines += [row(f"year {y}", v, v["patches"]) for y, v in self.per_year.items()]
+        if len(self.per_country) > 1:
+            lines += [row(f"country {c or '?'}", v, v["patches"]) for c, v in self.per_country.items()]
         lines += [row(f"share {v['label']}", v, v["patches"]) for v in self.per_bin.values()]
         (tn, fp), (fn, tp) = self.confusion
         lines += ["", "Confusion matrix (pixels)", "", "| truth \\ predicted | background | mining |",
@@ -265,20 +270,27 @@ def summarize(counts: np.ndarray, ids: Sequence[str], years: Sequence[int], thre
     for pid, year, c, share in zip(ids, years, counts, shares, strict=True):
         valid = int(c.sum())
         predicted = round(100 * (c[1] + c[3]) / max(valid, 1), 4)
-        per_patch.append({"id": pid, "year": int(year), "mining_share": round(float(share), 4),
+        key = parse_patch_name(pid)
+        per_patch.append({"id": pid, "country": key.country if key else "", "year": int(year),
+                          "mining_share": round(float(share), 4),
                           "bin": share_bin(float(share)), "predicted_share": predicted,
                           "valid_pixels": valid, "tn": int(c[0]), "fp": int(c[1]), "fn": int(c[2]), "tp": int(c[3]),
                           **scores(c)})
-    groups: dict[str, dict[Any, list[int]]] = {"year": defaultdict(list), "bin": defaultdict(list)}
+    groups: dict[str, dict[Any, list[int]]] = {"year": defaultdict(list), "bin": defaultdict(list),
+                                               "country": defaultdict(list)}
     for i, patch in enumerate(per_patch):
         groups["year"][patch["year"]].append(i)
+        groups["country"][patch["country"]].append(i)
         groups["bin"][patch["bin"]].append(i)
     per_year = {str(y): {**scores(counts[idx].sum(0)), "patches": len(idx)}
                 for y, idx in sorted(groups["year"].items())}
     per_bin = {str(b): {**scores(counts[idx].sum(0)), "patches": len(idx), "label": bin_label(b)}
                for b, idx in sorted(groups["bin"].items())}
     total = counts.sum(0) if len(counts) else np.zeros(4, np.int64)
-    return EvalResult(split, float(threshold), scores(total), per_year, per_bin, confusion_matrix(total), per_patch)
+    per_country = {c: {**scores(counts[idx].sum(0)), "patches": len(idx)}
+                   for c, idx in sorted(groups["country"].items())}
+    return EvalResult(split, float(threshold), scores(total), per_year, per_bin, confusion_matrix(total), per_patch,
+                      per_country=per_country)
 
 
 def _run_dir_of(checkpoint: Path) -> Path:

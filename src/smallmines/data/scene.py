@@ -25,7 +25,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,8 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from smallmines.bands import BAND_NAMES, BANDS, GROUPS, IMAGE_NODATA, INDICES, parse_bands
+from smallmines.data.windows import Span
 from smallmines.errors import BandError, ConfigError, CorruptFileError
-from smallmines.mapping.windows import Span
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +172,23 @@ class Scene:
     def with_scale(self, scale: Mapping[str, float]) -> Scene:
         """Return the same scene with per-band scale factors."""
         return Scene(self.grid, self.sources, self.band_sources, dict(scale))
+
+    def on_grid(self, grid: Grid) -> Scene:
+        """Return the same inputs read onto another grid (e.g. the tile grid of an earlier build).
+
+        A file that lies on the new grid's lattice is read directly, any other is warped, exactly as
+        :func:`open_scene` decides for the scene's own grid.
+        """
+        crs = CRS.from_wkt(grid.crs)
+        sources = []
+        for source in self.sources:
+            with _open(source.path) as src:
+                header = _Header(source.path, source.kind, source.bands, src.crs, src.transform, src.width,
+                                 src.height, src.nodata)
+            res = _resolution_in(header, crs)
+            sources.append(replace(source, res=res, offset=_offset_on(header, grid),
+                                   resampling=_resampling(source.bands, res, grid.res).name))
+        return Scene(grid, tuple(sources), self.band_sources, self.scale)
 
     def open(self) -> SceneReader:
         """Open a reader (one per thread or process: rasterio datasets are not thread-safe)."""
