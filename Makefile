@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/smallmines demo $(DEMO_DIR)
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -61,7 +61,8 @@ def fast_batches(dm: SmallMinesDataModule, batch_size: int, device: torch.device
     arrays = dm.load("train").to(device)
     epoch = 0
     while True:
-        for batch in DeviceBatches(arrays, batch_size, shuffle=True, augment="dihedral", epoch=lambda: epoch):
+        for batch in DeviceBatches(arrays, batch_size, shuffle=True, augment="dihedral",
+                                   epoch=lambda current=epoch: current):
             yield dm.on_after_batch_transfer(batch, 0)
         epoch += 1
 

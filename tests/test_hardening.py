@@ -166,3 +166,34 @@ def test_mines_raster_carries_a_colour_table(scene: dict[str, Path]) -> None:
         assert src.nodata == 255
     assert json.loads((scene["root"] / "ok" / "summary.json").read_text())["areas"]["scene_km2"] > 0
     assert np.isfinite(json.loads((scene["root"] / "ok" / "summary.json").read_text())["areas"]["mined_ha"])
+
+
+# ---------------------------------------------------------------- output folders: one run at a time
+def test_a_second_map_into_a_busy_folder_is_refused(scene: dict[str, Path]) -> None:
+    from smallmines.folders import folder_lock
+
+    busy = scene["root"] / "busy"
+    with folder_lock(busy, "another smallmines map run"):
+        text = _refused(["map", str(scene["model"]), str(scene["stacked"]), "-o", str(busy)], "is in use by")
+        assert "another smallmines map run (pid" in text
+    assert sorted(p.name for p in busy.iterdir()) == []  # nothing written, and the lock file is gone
+
+
+def test_change_refuses_an_interrupted_or_mixed_map_folder(scene: dict[str, Path]) -> None:
+    import shutil
+
+    maps = {}
+    for name in ("a", "b"):
+        maps[name] = scene["root"] / f"run-{name}"
+        result = runner.invoke(app, ["map", str(scene["model"]), str(scene["stacked"]), "-o", str(maps[name]),
+                                     "--window", "64", "--overlap", "32"])
+        assert result.exit_code == 0, result.output
+    ok = runner.invoke(app, ["change", str(maps["a"]), str(maps["b"]), "-o", str(scene["root"] / "ch-ok"),
+                             "--year-a", "2016", "--year-b", "2022"])
+    assert ok.exit_code == 0, ok.output
+    # a rerun killed while replacing outputs: mines.tif of one run beside summary.json of another
+    shutil.copy(maps["b"] / "mines.tif", maps["a"] / "mines.tif")
+    _refused(["change", str(maps["a"]), str(maps["b"]), "-o", str(scene["root"] / "ch-mixed")], "mixes two map runs")
+    # a run killed before summary.json (written last)
+    (maps["b"] / "summary.json").unlink()
+    _refused(["change", str(maps["b"]), str(maps["a"]), "-o", str(scene["root"] / "ch-cut")], "did not finish")

@@ -114,7 +114,8 @@ def full_run(tmp_path_factory: pytest.TempPathFactory, synth_small: Path) -> dic
         scene = write_scene(root / "scenes" / f"scene_{year}.tif", mining)
         write_map(run / "maps" / str(year), year, mining, scene)
     zones = gpd.GeoDataFrame({"NAME": ["north", "beyond"]},
-                             geometry=[box(X0, Y0 - 800, X0 + 1600, Y0), box(X0 + 1200, Y0 - 1600, X0 + 2400, Y0 - 800)],
+                             geometry=[box(X0, Y0 - 800, X0 + 1600, Y0),
+                                       box(X0 + 1200, Y0 - 1600, X0 + 2400, Y0 - 800)],
                              crs=CRS)
     change = compare_maps(run / "maps" / "2016", run / "maps" / "2022", run / "change", zones=zones,
                           zone_field="NAME", figures=False)

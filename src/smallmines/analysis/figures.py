@@ -309,7 +309,6 @@ def tile_growth_figure(tiles: gpd.GeoDataFrame, year_a: int, year_b: int) -> Fig
         year_a: first year.
         year_b: second year.
     """
-
     geographic = tiles.crs is not None and tiles.crs.is_geographic
     scale = 1.0 if geographic else 1000.0
     with style():

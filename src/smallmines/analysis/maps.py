@@ -1,5 +1,7 @@
-"""Binary mine maps: reading one (a ``smallmines map`` folder or any 0/1 raster), its year, and
-aligning two maps on one projected grid over their overlap (nearest neighbour, the finer resolution).
+"""Binary mine maps: reading one, its year, and aligning two on one projected grid.
+
+A map is a ``smallmines map`` folder or any 0/1 raster; two maps are aligned over their overlap
+(nearest neighbour, the finer resolution).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rasterio.transform import Affine, array_bounds
 from rasterio.warp import Resampling, calculate_default_transform, reproject, transform_bounds
 
 from smallmines.errors import ChangeError, DataFormatError, MapNotFoundError
+from smallmines.folders import RUN_TAG
 
 if TYPE_CHECKING:
     pass
@@ -59,11 +62,34 @@ def _resolve_map(path: str | Path) -> Path:
         if not candidate.is_file():
             raise MapNotFoundError(f"{path}: a map folder must hold mines.tif (from `smallmines map`); "
                                    f"found {sorted(p.name for p in path.iterdir())[:8]}")
+        _check_complete(path, candidate)
         return candidate
     if not path.is_file():
         raise MapNotFoundError(f"{path}: no such mine map; give a mines.tif, a map folder holding one, or any "
                                "0/1 GeoTIFF")
     return path
+
+
+def _check_complete(folder: Path, mines: Path) -> None:
+    """Refuse a map folder left incomplete by an interrupted run, or holding files of two runs."""
+    summary = folder / "summary.json"
+    if not summary.is_file():
+        if (folder / ".work").is_dir() or (folder / "probability.tif").is_file():
+            raise DataFormatError(folder, "has no summary.json: the `smallmines map` run that writes it did not "
+                                  "finish (summary.json comes last); rerun smallmines map into this folder, or "
+                                  f"give {mines} itself to compare it anyway")
+        return
+    try:
+        run_id = json.loads(summary.read_text(encoding="utf-8")).get("run_id")
+    except (ValueError, AttributeError):
+        raise DataFormatError(summary, "is not a smallmines map summary (invalid JSON); rerun smallmines map") from None
+    if run_id is None:  # maps written before run ids
+        return
+    with rasterio.open(mines) as src:
+        tagged = src.tags().get(RUN_TAG)
+    if tagged != run_id:
+        raise DataFormatError(folder, f"mixes two map runs: summary.json is from run {run_id}, mines.tif from "
+                              f"{tagged or 'an unknown run'}; rerun smallmines map into this folder")
 
 
 def map_year(path: str | Path) -> int | None:

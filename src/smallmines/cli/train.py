@@ -31,8 +31,10 @@ def _overrides(sets: list[str] | None, options: dict[str, Any]) -> dict[str, Any
 
 
 class _ReadingProgress:
-    """``update(done, total)`` for patch reading: one transient bar per split, closed when complete,
-    so it never overlaps Lightning's own progress bar."""
+    """``update(done, total)`` for patch reading: one transient bar per split.
+
+    Each bar is closed when complete, so it never overlaps Lightning's own progress bar.
+    """
 
     def __init__(self, description: str) -> None:
         self.description = description

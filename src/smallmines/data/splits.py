@@ -190,7 +190,13 @@ def spatial_split(
     site is placed by the mean centre of its patches, so its years always share a block.
 
     Args:
+        keys: patch id -> key (site and year).
+        shares: patch id -> mining percentage (for stratification).
         centers: patch id -> (x, y) of the tile centre in a projected CRS (metres).
+        seed: seed of the block assignment.
+        block_size: side of the square blocks, metres.
+        test_fraction: share of blocks in test.
+        val_fraction: share of the remaining blocks in validation.
     """
     if not block_size > 0:
         raise ConfigError(f"block size {block_size} m must be positive")
@@ -220,6 +226,10 @@ def carve_validation(
     """Move ``fraction`` of the train patches (stratified on mining share) to ``val``; test untouched.
 
     Args:
+        split: patch id -> ``train`` or ``test``.
+        shares: patch id -> mining percentage (for stratification).
+        fraction: share of the train patches (or sites) moved to validation.
+        seed: seed of the choice.
         keys: patch id -> key; when given, whole sites move together (every train patch of a site
             goes to validation or none does), so validation never scores a place seen in training.
     """
@@ -341,6 +351,7 @@ def write_split_csv(path: str | Path, split: Mapping[str, str], shares: Mapping[
     """Write a split in the official format (atomically).
 
     Args:
+        path: the CSV to write.
         split: patch id -> split name.
         shares: patch id -> mining percentage.
         names: patch id -> patch_name to write (default: the id).
@@ -363,7 +374,10 @@ def write_official_split(path: str | Path, shares: Mapping[str, float], seed: in
     """Write an official-style split file for one year: train/test stratified on mining share.
 
     Args:
+        path: the CSV to write.
         shares: patch name (as it will appear in ``patch_name``) -> mining percentage.
+        seed: seed of the stratified choice.
+        test_fraction: share of patches in test.
     """
     strata = {name: share_bin(share) for name, share in shares.items()}
     test = _stratified_take(list(shares), strata, test_fraction, seed)

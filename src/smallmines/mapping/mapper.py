@@ -33,6 +33,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from smallmines.bands import required_bands
 from smallmines.data.scene import Grid, aoi_region, load_aoi, open_scene, parse_scale
 from smallmines.data.windows import BlockId, Span, make_plan
 from smallmines.errors import ConfigError
+from smallmines.folders import RUN_TAG, folder_lock
 from smallmines.mapping.engine import Job, _run_distributed, run_blocks
 from smallmines.mapping.guards import SceneCheck, compare_to_training, enforce, sample_scene
 from smallmines.mapping.predictors import ModelRef, load_predictor, read_card
@@ -220,35 +222,37 @@ def map_scene(
     job = Job(scene, make_plan(rows.size, cols.size, window, overlap, margin, block), (rows.start, cols.start),
               bands, card.channels, stats.mean, stats.std, ref, batch_size, readers,
               geometry.wkb if geometry is not None else None)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / OUTPUTS["summary"]).unlink(missing_ok=True)  # written last: its presence marks a complete map
-    work = WorkFolder(out / WORK_DIR, _fingerprint(job))
-    reused = work.open(resume)
-    todo = [b for b in job.plan.blocks() if b not in reused]
-    computed = _infer(job, todo, work, grid, cluster, workers, progress)
-    inferred = time.perf_counter()
+    with folder_lock(out, "another smallmines map run"):  # two runs never write one folder
+        run_id = uuid.uuid4().hex
+        (out / OUTPUTS["summary"]).unlink(missing_ok=True)  # written last: its presence marks a complete map
+        work = WorkFolder(out / WORK_DIR, _fingerprint(job))
+        reused = work.open(resume)
+        todo = [b for b in job.plan.blocks() if b not in reused]
+        computed = _infer(job, todo, work, grid, cluster, workers, progress)
+        inferred = time.perf_counter()
 
-    threshold = card.threshold if threshold is None else threshold
-    summary = _write_outputs(job, work, grid, out, threshold, min_area_ha, simplify)
-    if not keep_work:
-        shutil.rmtree(work.root, ignore_errors=True)
-    done = time.perf_counter()
-    summary.update(_describe(job, card, ref, check, cluster, workers, threshold, min_area_ha, simplify, aoi,
-                             band_order))
-    km2 = summary["areas"]["scene_km2"]
-    summary["timing"] = {
-        "total_s": done - start, "check_s": checked - start, "inference_s": inferred - checked,
-        "outputs_s": done - inferred, "blocks": len(job.plan.blocks()), "blocks_computed": computed,
-        "blocks_reused": len(reused), "km2_per_s": km2 / max(done - start, 1e-9),
-        "inference_km2_per_s": km2 / max(inferred - checked, 1e-9) if computed else None,
-        "inference_mpx_per_s": grid.width * grid.height / 1e6 / max(inferred - checked, 1e-9) if computed else None,
-    }
-    summary_path = out / OUTPUTS["summary"]
-    _write_json(summary_path, summary)
-    logger.info("mapped %.1f km2 in %.1f s: %.2f ha of mining in %d polygons", km2, done - start,
-                summary["areas"]["mined_ha"], summary["areas"]["polygons"])
-    return MapResult(out, out / OUTPUTS["probability"], out / OUTPUTS["mines"], out / OUTPUTS["polygons"],
-                     summary_path, summary)
+        threshold = card.threshold if threshold is None else threshold
+        summary = _write_outputs(job, work, grid, out, threshold, min_area_ha, simplify, run_id)
+        if not keep_work:
+            shutil.rmtree(work.root, ignore_errors=True)
+        done = time.perf_counter()
+        summary.update(_describe(job, card, ref, check, cluster, workers, threshold, min_area_ha, simplify, aoi,
+                                 band_order))
+        km2 = summary["areas"]["scene_km2"]
+        summary["timing"] = {
+            "total_s": done - start, "check_s": checked - start, "inference_s": inferred - checked,
+            "outputs_s": done - inferred, "blocks": len(job.plan.blocks()), "blocks_computed": computed,
+            "blocks_reused": len(reused), "km2_per_s": km2 / max(done - start, 1e-9),
+            "inference_km2_per_s": km2 / max(inferred - checked, 1e-9) if computed else None,
+            "inference_mpx_per_s": grid.width * grid.height / 1e6 / max(inferred - checked, 1e-9) if computed else None,
+        }
+        summary["run_id"] = run_id
+        summary_path = out / OUTPUTS["summary"]
+        _write_json(summary_path, summary)
+        logger.info("mapped %.1f km2 in %.1f s: %.2f ha of mining in %d polygons", km2, done - start,
+                    summary["areas"]["mined_ha"], summary["areas"]["polygons"])
+        return MapResult(out, out / OUTPUTS["probability"], out / OUTPUTS["mines"], out / OUTPUTS["polygons"],
+                         summary_path, summary)
 
 
 def _infer(job: Job, todo: Sequence[BlockId], work: WorkFolder, grid: Grid, cluster: Any, workers: int | None,
@@ -284,7 +288,7 @@ def _infer(job: Job, todo: Sequence[BlockId], work: WorkFolder, grid: Grid, clus
 
 
 def _write_outputs(job: Job, work: WorkFolder, grid: Grid, out: Path, threshold: float, min_area_ha: float,
-                   simplify: float) -> dict[str, Any]:
+                   simplify: float, run_id: str) -> dict[str, Any]:
     prob_tmp, raw_tmp, mines_tmp = (out / WORK_DIR / name for name in ("probability.tif", "raw.tif", "mines.tif"))
     areas = _stitch(job, work, grid, threshold, prob_tmp, raw_tmp)
     polygons = polygonize(raw_tmp)
@@ -294,8 +298,9 @@ def _write_outputs(job: Job, work: WorkFolder, grid: Grid, out: Path, threshold:
     mean_prob = _finalise_mask(job, grid, prob_tmp, kept, mines_tmp, areas)
     write_polygons(out / OUTPUTS["polygons"], kept, {"id": np.arange(1, len(kept) + 1, dtype=np.int64),
                                                     "area_ha": area[keep], "mean_prob": mean_prob}, grid.crs, simplify)
-    _to_cog(prob_tmp, out / OUTPUTS["probability"], "average", 3, "mining probability")
-    _to_cog(mines_tmp, out / OUTPUTS["mines"], "nearest", 2, "mining (1), not mining (0)", MINES_COLOURS)
+    tags = {RUN_TAG: run_id}
+    _to_cog(prob_tmp, out / OUTPUTS["probability"], "average", 3, "mining probability", tags=tags)
+    _to_cog(mines_tmp, out / OUTPUTS["mines"], "nearest", 2, "mining (1), not mining (0)", MINES_COLOURS, tags)
     scene_km2 = areas.scene_m2 / 1e6
     return {"areas": {
         "scene_km2": scene_km2, "valid_km2": areas.valid_m2 / 1e6,

@@ -142,7 +142,7 @@ once (TIFF palettes hold no alpha: nodata, 255, is transparent through the nodat
 
 
 def _to_cog(src: Path, dst: Path, resampling: str, predictor: int, description: str,
-            colormap: dict[int, tuple[int, int, int, int]] | None = None) -> None:
+            colormap: dict[int, tuple[int, int, int, int]] | None = None, tags: dict[str, str] | None = None) -> None:
     """Copy a tiled GeoTIFF into a compressed Cloud-Optimised GeoTIFF, atomically."""
     from rasterio.shutil import copy
 
@@ -150,6 +150,8 @@ def _to_cog(src: Path, dst: Path, resampling: str, predictor: int, description: 
         ds.set_band_description(1, description)
         if colormap:
             ds.write_colormap(1, colormap)
+        if tags:
+            ds.update_tags(**tags)
     tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")
     copy(src, tmp, driver="COG", overview_resampling=resampling, predictor=predictor, **COG_OPTIONS)
     os.replace(tmp, dst)

@@ -1,5 +1,4 @@
-"""The per-pixel LightGBM baseline, wrapped as a network so evaluation, mapping and export treat it alike.
-"""
+"""The per-pixel LightGBM baseline, wrapped as a network so evaluation, mapping and export treat it alike."""
 
 from __future__ import annotations
 

@@ -286,7 +286,8 @@ def build_report(
     chips = [{"label": "dataset", "on": view is not None, "title": str(inputs.data or "no dataset")},
              {"label": "training run", "on": inputs.is_training_run, "title": str(inputs.run_dir)},
              {"label": "evaluation", "on": bool(inputs.evaluations), "title": ", ".join(inputs.evaluations)},
-             {"label": f"{len(inputs.maps)} maps" if inputs.maps else "maps", "on": bool(inputs.maps), "title": "maps/*/"},
+             {"label": f"{len(inputs.maps)} maps" if inputs.maps else "maps", "on": bool(inputs.maps),
+              "title": "maps/*/"},
              {"label": "change", "on": change_section is not None or any(c.kind == "dataset" for c in inputs.changes),
               "title": "change/"}]
     leaflet_js, leaflet_css = _leaflet_assets() if map_payload else ("", "")

@@ -1,5 +1,6 @@
-"""What a folder holds, for the report: a training run, maps, change folders and a dataset, found by
-the names in ``docs/run-layout.md``; anything missing becomes a note, never an error.
+"""What a folder holds, for the report: a training run, maps, change folders and a dataset.
+
+They are found by the names in ``docs/run-layout.md``; anything missing becomes a note, never an error.
 """
 
 from __future__ import annotations

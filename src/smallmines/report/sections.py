@@ -224,7 +224,8 @@ def _dataset_section(view: DatasetView, figs: _Figures, cards: list[Card]) -> Se
         parts.append(Markup("<h3>Labelled mining, tile by tile</h3>"))
         parts.append(_note(
             f"{g['tiles_paired']:,} tiles exist in both {g['year_a']} and {g['year_b']} (paired by tile id); "
-            f"{g['tiles_unpaired']:,} exist in one year only and are left out. Areas count pixels valid in both years."))
+            f"{g['tiles_unpaired']:,} exist in one year only and are left out. "
+            "Areas count pixels valid in both years."))
         parts.append(Markup('<div class="grid2">') + _area_table(g) +
                      figs.img(growth_figure(g, title="Labelled mining, paired tiles"), "dataset_growth",
                               "labelled mined area in both years") + Markup("</div>"))
@@ -299,8 +300,8 @@ def _training_section(inputs: ReportInputs, figs: _Figures) -> Section | None:
     for label, value in (("model", model), ("bands", _dig(inputs.config, "data", "bands")),
                          ("epochs", ts.get("epochs")), ("best epoch", ts.get("best_epoch")),
                          ("best score", ts.get("best_score")), ("parameters", ts.get("params")),
-                         ("training time", f"{ts['seconds'] / 60:.1f} min" if isinstance(ts.get("seconds"), (int, float))
-                          else None),
+                         ("training time", f"{ts['seconds'] / 60:.1f} min"
+                          if isinstance(ts.get("seconds"), (int, float)) else None),
                          ("patches / s", ts.get("patches_per_s") or ts.get("patches_per_second"))):
         if value is not None and value != "":
             if isinstance(value, float):

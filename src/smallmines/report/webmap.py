@@ -208,7 +208,8 @@ def _zone_popup(row: Any, ya: int, yb: int) -> str:
 
 def _tile_popup(row: Any, ya: int, yb: int) -> str:
     return (f"<b>{html.escape(str(row['site']))}</b><br>{html.escape(str(row['status']))}<br>"
-            f"mining {ya}: {_num(row['mining_a_pct'], 1, ' %')}<br>mining {yb}: {_num(row['mining_b_pct'], 1, ' %')}<br>"
+            f"mining {ya}: {_num(row['mining_a_pct'], 1, ' %')}<br>"
+            f"mining {yb}: {_num(row['mining_b_pct'], 1, ' %')}<br>"
             f"change: {_num(row['growth_pp'], 1, ' pp', True)} ({_ha(row['net_growth_ha'], True)})")
 
 

@@ -1,5 +1,7 @@
-"""Stage 3, training and evaluation: configuration and presets, the Lightning data module and task,
-losses and metrics, ``fit``, the pixel baseline's fit, ``evaluate`` and ``benchmark``.
+"""Stage 3, training and evaluation.
+
+Configuration and presets, the Lightning data module and task, losses and metrics, ``fit``, the pixel
+baseline's fit, ``evaluate`` and ``benchmark``.
 """
 
 from smallmines._lazy import attach

@@ -254,6 +254,8 @@ class Config:
         """
         from smallmines.training.losses import LOSS_TERMS
 
+        if isinstance(self.loss.terms, str):  # "ce+dice" is shorthand for {ce: 1, dice: 1}
+            self.loss.terms = {term.strip(): 1.0 for term in self.loss.terms.split("+") if term.strip()}
         for section in _SECTIONS:
             _check_types(section, getattr(self, section))
         _check_ranges(self)

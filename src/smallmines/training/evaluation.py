@@ -147,6 +147,13 @@ def select_threshold(network: nn.Module, arrays: SplitArrays, channels: Sequence
     """The threshold that maximises mining IoU on ``arrays`` (the validation split).
 
     Args:
+        network: returns ``(N, 2, H, W)`` logits.
+        arrays: the split (raw bands), usually validation.
+        channels: the network's input channels.
+        stats: their normalisation statistics.
+        batch_size: patches per forward pass.
+        device: ``auto``, ``cpu``, ``cuda``...
+        autocast: bf16 autocast on CUDA.
         thresholds: candidates (default :data:`smallmines.training.metrics.DEFAULT_THRESHOLDS`); one value
             just scores the split at that threshold.
 
