@@ -8,6 +8,7 @@ value, no Python traceback and, where the command would write, no output left be
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,39 @@ def test_change_refuses_an_interrupted_or_mixed_map_folder(scene: dict[str, Path
     # a run killed before summary.json (written last)
     (maps["b"] / "summary.json").unlink()
     _refused(["change", str(maps["b"]), str(maps["a"]), "-o", str(scene["root"] / "ch-cut")], "did not finish")
+
+
+# ---------------------------------------------------------------- silent wrong results
+def test_a_map_of_an_all_nodata_scene_is_an_error_not_0_ha(scene: dict[str, Path]) -> None:
+    empty = np.full((13, 96, 128), -9999.0, np.float32)
+    path = write_stack(scene["root"] / "empty.tif", empty)
+    out = scene["root"] / "empty-map"
+    _refused(["map", str(scene["model"]), str(path), "-o", str(out), "--force"], "no pixel", "valid data")
+    assert not (out / "summary.json").exists() and not (out / "mines.tif").exists()
+
+
+def test_a_missing_splits_dir_is_an_error(synth_root: Path, tmp_path: Path) -> None:
+    _refused(["train", "tiny", "--data", str(synth_root), "-o", str(tmp_path / "r"), "--set",
+              f"data.splits_dir={tmp_path / 'nowhere'}", "--epochs", "1"], "split folder not found")
+    _refused(["data", "check", str(synth_root), "--splits-dir", str(tmp_path / "nowhere")], "split folder not found")
+
+
+def test_benchmark_does_not_reuse_a_run_of_another_configuration(synth_root: Path, tmp_path: Path) -> None:
+    base = ["benchmark", "tiny", "--data", str(synth_root), "-o", str(tmp_path / "b"), "--set", "train.epochs=1",
+            "--set", "model.args={widths: [8, 16]}", "--set", "train.batch_size=8"]
+    assert runner.invoke(app, base).exit_code == 0
+    _refused([*base, "--set", "optimizer.lr=0.5"], "another configuration", "optimizer.lr")
+
+
+# ---------------------------------------------------------------- I/O errors: one line naming the path
+def test_outputs_under_a_file_or_in_a_read_only_place(scene: dict[str, Path], synth_root: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    _refused(["map", str(scene["model"]), str(scene["stacked"]), "-o", str(blocker / "map")], str(blocker))
+    _refused(["data", "synth", str(blocker / "data"), "--tiles", "4"], str(blocker))
+    _refused(["change", "--dataset", str(synth_root), "-o", str(blocker / "change")], str(blocker))
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    locked = tmp_path / "read-only"
+    locked.mkdir(mode=0o555)
+    _refused(["data", "synth", str(locked / "data"), "--tiles", "4"], "ermission")

@@ -239,3 +239,15 @@ def test_drift_is_a_warning_not_a_problem() -> None:
 def test_too_small_sample_skips_the_comparison() -> None:
     check = compare_to_training(_sample(n=10), BAND_NAMES, _train())
     assert not check.channels and "not compared" in check.warnings[0]
+
+
+def test_dem_in_feet_is_refused_with_the_metre_factor() -> None:
+    sample = _sample()
+    sample[12] /= 0.3048
+    check = compare_to_training(sample, BAND_NAMES, _train())
+    assert "--scale dem=0.3048" in check.fixes and any("feet" in p for p in check.problems)
+    with pytest.raises(SceneMismatchError, match="dem=0.3048"):
+        enforce(check)
+    higher = _sample()
+    higher[12] += 2.28 * LEVELS[12]  # a higher region: the mean moves, the spread does not
+    assert not any("feet" in p for p in compare_to_training(higher, BAND_NAMES, _train()).problems)

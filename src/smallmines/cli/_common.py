@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 import warnings
@@ -57,13 +58,38 @@ def setup_logging(verbose: bool = False) -> None:
                                 message=r".*(eval mode|num_workers|does not have many workers).*")
 
 
+OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free space or write somewhere else",
+    errno.EDQUOT: "the disk quota is exceeded: free space or write somewhere else",
+    errno.EACCES: "permission denied: choose a place you can write to (or read)",
+    errno.EPERM: "not permitted: choose a place you can write to (or read)",
+    errno.EROFS: "the file system is read-only: write somewhere else",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "this is a folder, not a file: give a file path",
+    errno.ENOENT: "no such file or folder",
+    errno.ENAMETOOLONG: "the path is too long",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError: the path, what the system said and what to do."""
+    path = exc.filename if exc.filename is not None else ""
+    hint = OS_HINTS.get(exc.errno or -1)
+    said = exc.strerror or str(exc)
+    return f"{path}: {said}" + (f" ({hint})" if hint and hint.lower() != said.lower() else "") if path else \
+        f"{said}" + (f" ({hint})" if hint else "")
+
+
 @contextmanager
 def api_errors() -> Iterator[None]:
-    """Turn a SmallminesError into a red one-line message and exit code 1."""
+    """Turn a SmallminesError or an OSError (full disk, read-only place...) into one red line and exit code 1."""
     try:
         yield
     except SmallminesError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        console.print(f"[bold red]error:[/] {escape(os_error_line(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 

@@ -261,6 +261,10 @@ def find_split_files(layout: DatasetLayout, extra_dirs: Iterable[str | Path] = (
     """Split files found in the dataset, plus ``data_splits`` beside a zip or in ``extra_dirs``."""
     found = dict(layout.split_files)
     candidates = [Path(d) for d in extra_dirs]
+    for folder in candidates:
+        if not folder.is_dir():
+            raise DatasetNotFoundError(f"{folder}: split folder not found (--splits-dir / data.splits_dir); give "
+                                       "the folder that holds train_test_splits_{YEAR}.csv")
     base = layout.root.parent if layout.is_zip else layout.root
     candidates += [base / SPLITS_DIR, base.parent / SPLITS_DIR]
     for folder in candidates:

@@ -33,6 +33,9 @@ DRIFT_Z = 2.0
 """A channel whose mean is this many training stds from the training mean gets a warning."""
 DRIFT_STD = 3.0
 """A channel whose std differs from training by more than this factor gets a warning."""
+FEET_PER_METRE = 1 / 0.3048
+FEET_TOLERANCE = 0.12
+"""A DEM whose mean is 3.28 times the training mean (within 12 %), and its spread too, is in feet."""
 MIN_SAMPLE = 1000
 """Fewer valid sampled pixels than this and the guards are skipped (with a warning)."""
 # ----------------------------------------------------------------------------------------------
@@ -173,6 +176,12 @@ def compare_to_training(sample: np.ndarray, bands: Sequence[str], stats: BandSta
     return check
 
 
+def _feet(row: ChannelCheck) -> bool:
+    """Mean and spread both 3.28 times the training's: feet (a higher region shifts the mean, not the spread)."""
+    spread = row.scene_std / max(row.train_std, 1e-12)
+    return abs(row.level_ratio / FEET_PER_METRE - 1) < FEET_TOLERANCE and abs(spread / FEET_PER_METRE - 1) < 0.35
+
+
 def _check_scale(check: SceneCheck) -> None:
     off: dict[int, list[str]] = {}
     for row in check.channels:
@@ -185,6 +194,12 @@ def _check_scale(check: SceneCheck) -> None:
             check.problems.append(f"{row.channel} looks like linear power (scene values {row.scene_p02:.3g} to "
                                   f"{row.scene_p98:.3g}) but the model was trained on dB (mean "
                                   f"{row.train_mean:.3g}); convert with 10*log10(x)")
+        elif sensor == "dem" and _feet(row):
+            row.status, row.note = "scale", "looks like feet, not metres"
+            check.problems.append(f"{row.channel} looks like feet: scene mean {row.scene_mean:.4g} is "
+                                  f"{row.level_ratio:.3g}x the training mean {row.train_mean:.4g} m "
+                                  f"(1 m = {FEET_PER_METRE:.4g} ft)")
+            check.fixes.append(f"--scale {row.channel}=0.3048")
         elif abs(decades) > SCALE_DECADES[sensor]:
             factor = 10.0 ** round(-decades)
             row.status, row.note = "scale", f"{10 ** decades:.2g}x the training magnitude"

@@ -44,7 +44,7 @@ import numpy as np
 from smallmines.bands import required_bands
 from smallmines.data.scene import Grid, aoi_region, load_aoi, open_scene, parse_scale
 from smallmines.data.windows import BlockId, Span, make_plan
-from smallmines.errors import ConfigError
+from smallmines.errors import ConfigError, DataFormatError
 from smallmines.folders import RUN_TAG, folder_lock
 from smallmines.mapping.engine import Job, _run_distributed, run_blocks
 from smallmines.mapping.guards import SceneCheck, compare_to_training, enforce, sample_scene
@@ -291,6 +291,11 @@ def _write_outputs(job: Job, work: WorkFolder, grid: Grid, out: Path, threshold:
                    simplify: float, run_id: str) -> dict[str, Any]:
     prob_tmp, raw_tmp, mines_tmp = (out / WORK_DIR / name for name in ("probability.tif", "raw.tif", "mines.tif"))
     areas = _stitch(job, work, grid, threshold, prob_tmp, raw_tmp)
+    if areas.valid_pixels == 0:  # "0 ha of mining" would be a wrong answer, not an empty one
+        files = ", ".join(s.path for s in job.scene.sources)
+        raise DataFormatError(files, f"no pixel of the mapped region has valid data in every band the model reads "
+                              f"({', '.join(job.bands)}): the scene is all nodata there, or its sensors do not "
+                              "overlap (S1 or the DEM beside S2?); check the inputs' extents")
     polygons = polygonize(raw_tmp)
     area = areas_ha(polygons, grid.crs)
     keep = area >= min_area_ha

@@ -67,6 +67,7 @@ def _run_one(config: Config, seed: int, run_dir: Path, split: str, progress: boo
 
     metrics_path = run_dir / "evaluation" / split / "metrics.json"
     summary_path = run_dir / "train_summary.json"
+    _check_same_config(run_dir, config)
     if metrics_path.is_file() and summary_path.is_file():
         logger.info("reusing %s", run_dir)
     else:
@@ -88,6 +89,29 @@ def _run_one(config: Config, seed: int, run_dir: Path, split: str, progress: boo
         **{s: overall.get(s) for s in SCORES}, **(per_country if len(per_country) > 1 else {}),
         "run_dir": str(run_dir),
     }
+
+
+def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and key != "args":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _check_same_config(run_dir: Path, config: Config) -> None:
+    """Refuse to reuse a run folder trained with another configuration (its numbers would be wrong)."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    before, now = _flat(load_config(saved).to_dict()), _flat(config.to_dict())
+    differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k != "description")
+    if differ:
+        shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in differ[:4])
+        raise ConfigError(f"{run_dir} holds a run of another configuration ({shown}); use another --out "
+                          "or delete that folder to rerun it")
 
 
 def _mean_std(values: Sequence[float | None]) -> tuple[float, float]:

@@ -51,6 +51,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 import smallmines
+from smallmines.bands import parse_bands
 from smallmines.data.stats import BandStats
 from smallmines.errors import CheckpointError, ConfigError
 from smallmines.models.networks import require_local_weights
@@ -296,6 +297,9 @@ def _prepare(config: Config, run_dir: Path, resume: bool) -> tuple[Config, nn.Mo
     if config.model.init:
         init_network, init_card = load_model(config.model.init)
         config.model.name, config.model.args = init_card.model, dict(init_card.model_args)
+        if tuple(parse_bands(config.data.bands)) != tuple(init_card.channels):
+            logger.warning("model.init %s was trained on the channels %s; they replace data.bands=%s",
+                           config.model.init, ",".join(init_card.channels), config.data.bands)
         config.data.bands = ",".join(init_card.channels)
         if config.model.stats == "keep":
             stats = init_card.stats
