@@ -108,6 +108,14 @@ class Broken:
         _write_tif(path, data[:, :64, :], crs, transform, nodata=-9999)
         return path
 
+    def edge_patch(self, index: int = 0, rows: int = 13, cols: int = 36) -> str:
+        """Cut an image and its mask to ``rows x cols`` (an edge patch, as SmallMinesDS has a few)."""
+        ref = self.ref(index)
+        for path, nodata in ((ref.image, -9999), (ref.mask, 255)):
+            data, transform, crs = self._profile(path)
+            _write_tif(path, data[:, :rows, :cols], crs, transform, nodata=nodata)
+        return ref.image
+
     def truncate(self, index: int = 0, keep: float = 0.5, header_first: bool = True) -> str:
         """Cut an image short. With ``header_first`` the file is first rewritten with its header at
         the start, so it still opens and fails while decoding pixels (an interrupted download)."""

@@ -178,3 +178,19 @@ def test_many_problems_are_capped_in_the_terminal_not_in_json(broken, tmp_path, 
     assert result.exit_code == 1
     assert f"... and {len(report.problems) - 3} more problems" in result.output
     assert len(json.loads((tmp_path / "all.json").read_text())["problems"]) == len(report.problems)
+
+
+def test_edge_patches_are_padded_used_and_reported_as_warnings(broken):
+    from smallmines.data.io import read_patch
+
+    path = broken.edge_patch(0, 13, 36)
+    report = check_dataset(broken.root)
+    assert report.ok and not report.errors
+    (warning,) = [p for p in report.problems if "edge patch" in p.message]
+    assert warning.level == WARNING and warning.path == path and "13 x 36" in warning.message
+    image, mask = read_patch(broken.ref(0))
+    assert image.shape == (13, 128, 128) and mask.shape == (128, 128)
+    assert np.isnan(image[:, 13:, :]).all() and np.isnan(image[:, :, 36:]).all()
+    assert (mask[13:, :] == 255).all() and (mask[:, 36:] == 255).all() and (mask[:13, :36] != 255).any()
+    result = run_check(broken.root)
+    assert result.exit_code == 0 and "edge patch" in result.output

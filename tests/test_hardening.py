@@ -234,3 +234,19 @@ def test_outputs_under_a_file_or_in_a_read_only_place(scene: dict[str, Path], sy
     locked = tmp_path / "read-only"
     locked.mkdir(mode=0o555)
     _refused(["data", "synth", str(locked / "data"), "--tiles", "4"], "ermission")
+
+
+def test_patches_in_hidden_folders_are_not_read(tmp_path: Path) -> None:
+    import shutil
+
+    from smallmines.data.layout import discover
+    from smallmines.data.synth import synthesize_dataset
+
+    root = synthesize_dataset(tmp_path / "ds", tiles=4, seed=0)
+    before = discover(root)
+    scratch = root / ".synth-tmp" / "SmallMinesDS" / "2016" / "IMAGE"  # what a killed run leaves behind
+    scratch.mkdir(parents=True)
+    first = before.patches[0]
+    shutil.copy(first.image, scratch / Path(first.image).name)
+    after = discover(root)
+    assert [p.image for p in after.patches] == [p.image for p in before.patches] and not after.duplicates

@@ -174,7 +174,7 @@ def test_read_patch_values(synth_root):
     [
         ("bad_band_count", DataFormatError, "has 12 bands, expected 13"),
         ("wrong_dtype", DataFormatError, "dtype float64, expected float32"),
-        ("wrong_shape", DataFormatError, "64 x 128 pixels, expected 128 x 128"),
+        ("wrong_shape", DataFormatError, "64 x 128 pixels but its mask"),
         ("truncate", CorruptFileError, "cannot be decoded, the file is probably truncated"),
         ("truncate_header", CorruptFileError, "cannot be opened as a GeoTIFF"),
         ("not_a_tiff", CorruptFileError, "cannot be opened as a GeoTIFF"),

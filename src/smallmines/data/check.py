@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from smallmines.bands import BAND_NAMES, IMAGE_NODATA, MASK_NODATA
-from smallmines.data.io import RasterInfo, load_image, load_mask, merge_nodata
+from smallmines.data.io import PATCH_SIZE, RasterInfo, load_image, load_mask, merge_nodata
 from smallmines.data.layout import (
     SPLITS_DIR,
     DatasetLayout,
@@ -281,6 +281,14 @@ def _check_pair(ref: PatchRef, report: CheckReport) -> tuple[np.ndarray, RasterI
                                                   "and maps need one)", WARNING))
     if minfo.crs is None:
         report.problems.append(Problem(ref.mask, "has no CRS", WARNING))
+    if (info.height, info.width) != (minfo.height, minfo.width):
+        report.problems.append(Problem(ref.image, f"is {info.height} x {info.width} pixels but its mask {ref.mask} "
+                                                  f"is {minfo.height} x {minfo.width}; they must match"))
+        return None
+    if (info.height, info.width) != (PATCH_SIZE, PATCH_SIZE):
+        report.problems.append(Problem(ref.image, f"is an edge patch of {info.height} x {info.width} pixels; it is "
+                                                  f"padded with nodata to {PATCH_SIZE} x {PATCH_SIZE} and used",
+                                       WARNING))
     if info.crs and minfo.crs and info.crs != minfo.crs:
         report.problems.append(Problem(ref.mask, f"is on CRS {minfo.crs} but its image {ref.image} is on "
                                                  f"{info.crs}; they must match"))

@@ -87,8 +87,22 @@ def _read(path: str, check: Callable[[RasterInfo], None]) -> tuple[np.ndarray, R
 def _check_shape(path: str, info: RasterInfo, bands: int, size: int, what: str) -> None:
     if info.count != bands:
         raise DataFormatError(path, f"has {info.count} bands, expected {bands} ({what})")
-    if (info.height, info.width) != (size, size):
-        raise DataFormatError(path, f"is {info.height} x {info.width} pixels, expected {size} x {size}")
+    if not (0 < info.height <= size and 0 < info.width <= size):
+        raise DataFormatError(path, f"is {info.height} x {info.width} pixels, expected {size} x {size} (or an edge "
+                              "patch smaller than that)")
+
+
+def _pad(data: np.ndarray, size: int, value: float) -> np.ndarray:
+    """An edge patch (smaller than ``size``, cut by the area's boundary) padded at the bottom and right.
+
+    SmallMinesDS lists a few such patches (e.g. 13 x 36 pixels) in its split files. They are padded
+    with nodata to ``size`` x ``size`` and used: their real pixels count, the padding never reaches a
+    loss or a metric. ``data check`` reports each one as a warning.
+    """
+    rows, cols = size - data.shape[-2], size - data.shape[-1]
+    if not rows and not cols:
+        return data
+    return np.pad(data, [(0, 0)] * (data.ndim - 2) + [(0, rows), (0, cols)], constant_values=value)
 
 
 def load_image(path: str, size: int = PATCH_SIZE) -> tuple[np.ndarray, RasterInfo]:
@@ -102,7 +116,7 @@ def load_image(path: str, size: int = PATCH_SIZE) -> tuple[np.ndarray, RasterInf
     data, info = _read(path, check)
     if not np.isfinite(data).all():
         raise DataFormatError(path, "holds NaN or infinite values; nodata must be stored as -9999")
-    return np.where(data == IMAGE_NODATA, np.float32(np.nan), data), info
+    return _pad(np.where(data == IMAGE_NODATA, np.float32(np.nan), data), size, np.nan), info
 
 
 def read_image(path: str, size: int = PATCH_SIZE) -> np.ndarray:
@@ -125,7 +139,7 @@ def load_mask(path: str, size: int = PATCH_SIZE) -> tuple[np.ndarray, RasterInfo
     if bad.size:
         shown = ", ".join(str(v) for v in bad[:5].tolist())
         raise DataFormatError(path, f"has values {shown} outside {{0 = not mining, 1 = mining, 255 = nodata}}")
-    return data[0].astype(np.uint8), info
+    return _pad(data[0].astype(np.uint8), size, MASK_NODATA), info
 
 
 def read_mask(path: str, size: int = PATCH_SIZE) -> np.ndarray:
@@ -152,8 +166,12 @@ def read_patch(ref: PatchRef, size: int = PATCH_SIZE) -> tuple[np.ndarray, np.nd
     Raises:
         DataFormatError: a file fails a check, or the patch has no valid pixel at all.
     """
-    image = read_image(ref.image, size)
-    mask = merge_nodata(image, read_mask(ref.mask, size))
+    image, info = load_image(ref.image, size)
+    raw_mask, mask_info = load_mask(ref.mask, size)
+    if (info.height, info.width) != (mask_info.height, mask_info.width):
+        raise DataFormatError(ref.image, f"is {info.height} x {info.width} pixels but its mask {ref.mask} is "
+                              f"{mask_info.height} x {mask_info.width}; they must match")
+    mask = merge_nodata(image, raw_mask)
     if (mask == MASK_NODATA).all():
         raise DataFormatError(ref.image, "every pixel is nodata (-9999 in the image or 255 in the mask)")
     return image, mask

@@ -187,8 +187,8 @@ def discover(path: str | Path) -> DatasetLayout:
     duplicates: list[str] = []
     for member in members:
         posix = PurePosixPath(member)
-        if posix.name.startswith(".") or "__MACOSX" in posix.parts:  # macOS resource forks, hidden files
-            continue
+        if any(part.startswith(".") for part in posix.parts) or "__MACOSX" in posix.parts:
+            continue  # hidden files and folders (a killed run's scratch folder, macOS resource forks)
         split_match = SPLIT_FILE.fullmatch(posix.name)
         if split_match:
             splits.setdefault(int(split_match[1]), _gdal_path(root, member, is_zip))
