@@ -251,3 +251,26 @@ def test_dem_in_feet_is_refused_with_the_metre_factor() -> None:
     higher = _sample()
     higher[12] += 2.28 * LEVELS[12]  # a higher region: the mean moves, the spread does not
     assert not any("feet" in p for p in compare_to_training(higher, BAND_NAMES, _train()).problems)
+
+
+@pytest.mark.parametrize("pair", [(2, 6), (0, 2), (4, 5), (8, 9), (1, 7)])
+def test_a_proposed_band_order_never_names_a_band_twice(pair: tuple[int, int]) -> None:
+    sample = _sample(seed=pair[0])
+    sample[list(pair)] = sample[list(pair[::-1])]  # red and nir, blue and red, ... exchanged
+    check = compare_to_training(sample, BAND_NAMES, _train(), BAND_NAMES)
+    for fix in check.fixes:
+        if fix.startswith("--band-order"):
+            order = fix.split()[1].split(",")
+            assert len(set(order)) == len(order) == 13, order
+
+
+def test_an_order_fix_that_would_name_a_band_twice_is_not_proposed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import smallmines.mapping.guards as guards
+
+    sample = _sample()
+    sample[[2, 6]] = sample[[6, 2]]
+    monkeypatch.setattr(guards, "_misplaced", lambda levels, train, sensor: {"red": "nir", "blue": "green"}
+                        if sensor == "s2" else {})  # a partial assignment: "nir" and "green" would appear twice
+    check = compare_to_training(sample, BAND_NAMES, _train(), BAND_NAMES)
+    assert check.problems and not any(f.startswith("--band-order") for f in check.fixes)
+    assert any("band descriptions" in f for f in check.fixes)

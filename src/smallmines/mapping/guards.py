@@ -128,11 +128,13 @@ def _misplaced(levels: dict[str, float], train: dict[str, tuple[float, float]], 
     matrix = np.array([[cost(a, b) for b in names] for a in names])
     rows, cols = linear_sum_assignment(matrix)
     limit = ORDER_LEVEL if sensor == "s2" else ORDER_Z
-    out = {}
-    for i, j in zip(rows, cols, strict=True):
-        if i != j and matrix[i, i] > limit and matrix[i, j] < 0.5 * matrix[i, i]:
-            out[names[i]] = names[j]
-    return out if len(out) >= 2 else {}
+    flagged = [i for i, j in zip(rows, cols, strict=True)
+               if i != j and matrix[i, i] > limit and matrix[i, j] < 0.5 * matrix[i, i]]
+    if len(flagged) < 2:
+        return {}
+    # every move of the assignment, not only the clear ones: a permutation, so a fix built from it
+    # never names a band twice
+    return {names[i]: names[j] for i, j in zip(rows, cols, strict=True) if i != j}
 
 
 def compare_to_training(sample: np.ndarray, bands: Sequence[str], stats: BandStats,
@@ -227,10 +229,12 @@ def _check_order(check: SceneCheck, levels: dict[str, float], train: dict[str, t
     pairs = "; ".join(f"scene {b} looks like {o} (scene {rows[b].scene_mean:.4g}, training {b} "
                       f"{rows[b].train_mean:.4g}, training {o} {rows[o].train_mean:.4g})" for b, o in swaps.items())
     check.problems.append(f"bands seem to be in another order: {pairs}")
-    if file_bands is None:
+    order = [swaps.get(b, b) if b else "-" for b in file_bands] if file_bands is not None else []
+    named = [b for b in order if b != "-"]
+    if not order or len(set(named)) != len(named):
         check.fixes.append("band descriptions on the input files that name the bands they hold")
     else:
-        check.fixes.append("--band-order " + ",".join(swaps.get(b, b) if b else "-" for b in file_bands))
+        check.fixes.append("--band-order " + ",".join(order))
 
 
 def _check_drift(check: SceneCheck) -> None:
