@@ -159,8 +159,9 @@ def test_training_is_quiet_and_logs_one_line_per_epoch_without_a_terminal(synth_
 
 def test_mines_raster_carries_a_colour_table(scene: dict[str, Path]) -> None:
     result = runner.invoke(app, ["map", str(scene["model"]), str(scene["stacked"]), "-o", str(scene["root"] / "ok"),
-                                 "--window", "64", "--overlap", "32", "--min-area", "0"])
+                                 "--window", "64", "--overlap", "32", "--min-area", "0", "--year", "2022"])
     assert result.exit_code == 0, result.output
+    assert json.loads((scene["root"] / "ok" / "summary.json").read_text())["year"] == 2022
     with rasterio.open(scene["root"] / "ok" / "mines.tif") as src:
         colours = src.colormap(1)
         assert colours[1] == hex_to_rgba(MINING_COLOUR) and colours[0] == hex_to_rgba(CHANGE_COLOURS[0])

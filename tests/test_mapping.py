@@ -92,7 +92,7 @@ def test_outputs_are_georeferenced_cogs(base: object, files: dict[str, Path]) ->
     assert summary["areas"]["scene_km2"] == pytest.approx(H * W * 100 / 1e6)
     assert summary["areas"]["valid_fraction"] == pytest.approx(1 - 600 / (H * W))
     assert summary["timing"]["blocks"] == 4 and summary["band_check"]["problems"] == []
-    assert summary["scene"]["output_grid"]["crs"] == "EPSG:32630"
+    assert summary["scene"]["output_grid"]["crs"] == "EPSG:32630" and summary["year"] is None
     leftovers = [p.name for p in base.out_dir.iterdir()]
     assert sorted(leftovers) == ["mines.gpkg", "mines.tif", "probability.tif", "summary.json"]
 
@@ -287,3 +287,12 @@ def test_last_window_is_shifted_inward_not_mirror_padded(tmp_path: Path) -> None
     error = np.abs(_read(result.probability) - whole)
     inside = error[32:-64, 32:-64].mean()
     assert error[32:-64, -64:].mean() < 2 * inside and error[-64:, 32:-64].mean() < 2 * inside
+
+
+def test_the_year_comes_from_the_option_provenance_or_file_name(tmp_path: Path) -> None:
+    from smallmines.mapping.mapper import _scene_year
+
+    assert _scene_year(str(tmp_path / "scene_2016.tif")) == 2016 and _scene_year(str(tmp_path / "scene.tif")) is None
+    assert _scene_year(str(tmp_path / "S2_20221105_T30N.tif")) is None  # a date, not a year
+    (tmp_path / "fetch.json").write_text(json.dumps({"year": 2024}))
+    assert _scene_year(str(tmp_path / "scene.tif")) == 2024

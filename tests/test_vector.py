@@ -37,19 +37,37 @@ def _write(path: Path, mask: np.ndarray, crs: str, transform: rasterio.Affine) -
 ])
 def test_polygon_area_equals_mask_area(tmp_path: Path, crs: str, transform: rasterio.Affine) -> None:
     mask = _mask()
-    polygons = polygonize(_write(tmp_path / "m.tif", mask, crs, transform))
+    path = _write(tmp_path / "m.tif", mask, crs, transform)
+    polygons, area, dropped = polygonize(path)
     wkt = CRS.from_string(crs).to_wkt()
     pixel = pixel_areas_m2(transform, wkt, 0, mask.shape[0])
     expected_ha = float((mask * pixel[:, None]).sum()) / 1e4
-    assert areas_ha(polygons, wkt).sum() == pytest.approx(expected_ha, rel=1e-6)
+    assert area.sum() == pytest.approx(expected_ha, rel=1e-6) and dropped == 0
+    np.testing.assert_allclose(areas_ha(polygons, wkt), area)
     assert len(polygons) == label(mask)[1]  # one polygon per 4-connected component
     assert all(p.is_valid for p in polygons)
+    big, big_area, small = polygonize(path, min_area_ha=float(np.sort(area)[-3]) * 0.999)
+    assert len(big) == 3 and small == len(polygons) - 3 and big_area.min() >= np.sort(area)[-3] * 0.999
+
+
+def test_tiled_tracing_merges_polygons_across_tiles(tmp_path: Path) -> None:
+    mask = _mask(2, (90, 130))
+    mask[40:50, :] = 1  # one band across every tile column
+    mask[60, 63], mask[61, 64] = 1, 1  # corner contact only: stays two polygons under 4-connectivity
+    mask[59:61, 62] = 0
+    path = _write(tmp_path / "m.tif", mask, "EPSG:32630", from_origin(600_000, 700_000, 10, 10))
+    whole, whole_area, _ = polygonize(path, tile=4096)
+    tiled, tiled_area, _ = polygonize(path, tile=32)
+    assert len(tiled) == len(whole) == label(mask)[1]
+    np.testing.assert_allclose(np.sort(tiled_area), np.sort(whole_area))
+    assert all(p.is_valid for p in tiled)
+    assert shapely.union_all(tiled).equals(shapely.union_all(whole))
 
 
 def test_label_tile_gives_back_the_pixels(tmp_path: Path) -> None:
     mask = _mask(1)
     transform = from_origin(600_000, 700_000, 10, 10)
-    polygons = polygonize(_write(tmp_path / "m.tif", mask, "EPSG:32630", transform))
+    polygons, _, _ = polygonize(_write(tmp_path / "m.tif", mask, "EPSG:32630", transform))
     tree = shapely.STRtree(polygons)
     labels = np.zeros(mask.shape, np.int32)
     for r0, c0 in ((0, 0), (0, 64), (40, 0), (40, 64)):  # four tiles

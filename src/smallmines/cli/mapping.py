@@ -55,6 +55,9 @@ def map_command(
     threshold: Annotated[float | None, typer.Option(help="Decision threshold (default: the model's).")] = None,
     min_area: Annotated[float, typer.Option(help="Drop mines smaller than this, hectares.")] = 0.1,
     simplify: Annotated[float, typer.Option(help="Polygon simplification tolerance, CRS units.")] = 0.0,
+    year: Annotated[int | None, typer.Option(
+        help="Acquisition year for the summary (default: the scene's fetch.json, else a year in its file name).")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Reuse finished blocks of an interrupted run.")
                       ] = True,
     keep_work: Annotated[bool, typer.Option(help="Keep the per-block results in OUT/.work.")] = False,
@@ -78,7 +81,7 @@ def map_command(
                 window=window, overlap=overlap, margin=margin, block=block, batch_size=batch_size, device=device,
                 precision=precision, onnx=onnx, cluster=cluster, workers=workers, readers=readers, threads=threads,
                 scale=scale, band_order=band_order, force=force, threshold=threshold, min_area_ha=min_area,
-                simplify=simplify, resume=resume, keep_work=keep_work, progress=progress)
+                simplify=simplify, year=year, resume=resume, keep_work=keep_work, progress=progress)
     areas, timing = result.summary["areas"], result.summary["timing"]
     table = Table(title=f"map written to {result.out_dir}", show_header=False)
     table.add_row("scene", f"{areas['scene_km2']:,.1f} km2 ({100 * areas['valid_fraction']:.1f}% valid)")

@@ -29,8 +29,10 @@ Peak memory depends on the window, batch and block sizes, never on the scene siz
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -49,7 +51,7 @@ from smallmines.folders import RUN_TAG, folder_lock
 from smallmines.mapping.engine import Job, _run_distributed, run_blocks
 from smallmines.mapping.guards import SceneCheck, compare_to_training, enforce, sample_scene
 from smallmines.mapping.predictors import ModelRef, load_predictor, read_card
-from smallmines.mapping.vector import areas_ha, pixel_areas_m2, polygonize, write_polygons
+from smallmines.mapping.vector import pixel_areas_m2, polygonize, write_polygons
 from smallmines.mapping.work import (
     MINES_COLOURS,
     OUTPUTS,
@@ -145,6 +147,7 @@ def map_scene(
     threshold: float | None = None,
     min_area_ha: float = DEFAULT_MIN_AREA_HA,
     simplify: float = 0.0,
+    year: int | None = None,
     resume: bool = True,
     keep_work: bool = False,
     progress: Progress | None = None,
@@ -177,6 +180,8 @@ def map_scene(
         threshold: decision threshold (default: the model card's).
         min_area_ha: mines smaller than this are dropped from ``mines.gpkg`` and ``mines.tif``.
         simplify: polygon simplification tolerance in CRS units (0: pixel outlines).
+        year: acquisition year, recorded in the summary for change analysis (default: the year of the
+            scene's ``fetch.json`` provenance record, else a year in the first input's file name).
         resume: reuse finished blocks of an interrupted run with identical settings.
         keep_work: keep ``.work`` (per-block results) after success.
         progress: ``progress(done_km2, total_km2)``.
@@ -246,6 +251,7 @@ def map_scene(
             "inference_km2_per_s": km2 / max(inferred - checked, 1e-9) if computed else None,
             "inference_mpx_per_s": grid.width * grid.height / 1e6 / max(inferred - checked, 1e-9) if computed else None,
         }
+        summary["year"] = year if year is not None else _scene_year(job.scene.sources[0].path)
         summary["run_id"] = run_id
         summary_path = out / OUTPUTS["summary"]
         _write_json(summary_path, summary)
@@ -253,6 +259,18 @@ def map_scene(
                     summary["areas"]["mined_ha"], summary["areas"]["polygons"])
         return MapResult(out, out / OUTPUTS["probability"], out / OUTPUTS["mines"], out / OUTPUTS["polygons"],
                          summary_path, summary)
+
+
+def _scene_year(path: str) -> int | None:
+    """The year of a scene: its ``fetch.json`` (``smallmines fetch``), else a year in its file name."""
+    provenance = Path(path).parent / "fetch.json"
+    if provenance.is_file():
+        try:
+            return int(json.loads(provenance.read_text(encoding="utf-8"))["year"])
+        except (ValueError, KeyError, TypeError):
+            logger.debug("%s: no year read", provenance)
+    match = re.search(r"(?<!\d)((?:19|20)\d\d)(?!\d)", Path(path).stem)
+    return int(match[1]) if match else None
 
 
 def _infer(job: Job, todo: Sequence[BlockId], work: WorkFolder, grid: Grid, cluster: Any, workers: int | None,
@@ -296,13 +314,12 @@ def _write_outputs(job: Job, work: WorkFolder, grid: Grid, out: Path, threshold:
         raise DataFormatError(files, f"no pixel of the mapped region has valid data in every band the model reads "
                               f"({', '.join(job.bands)}): the scene is all nodata there, or its sensors do not "
                               "overlap (S1 or the DEM beside S2?); check the inputs' extents")
-    polygons = polygonize(raw_tmp)
-    area = areas_ha(polygons, grid.crs)
-    keep = area >= min_area_ha
-    kept = [g for g, k in zip(polygons, keep, strict=True) if k]
+    logger.info("tracing polygons")
+    kept, area, dropped = polygonize(raw_tmp, min_area_ha)
     mean_prob = _finalise_mask(job, grid, prob_tmp, kept, mines_tmp, areas)
     write_polygons(out / OUTPUTS["polygons"], kept, {"id": np.arange(1, len(kept) + 1, dtype=np.int64),
-                                                    "area_ha": area[keep], "mean_prob": mean_prob}, grid.crs, simplify)
+                                                    "area_ha": area, "mean_prob": mean_prob}, grid.crs, simplify)
+    del kept
     tags = {RUN_TAG: run_id}
     _to_cog(prob_tmp, out / OUTPUTS["probability"], "average", 3, "mining probability", tags=tags)
     _to_cog(mines_tmp, out / OUTPUTS["mines"], "nearest", 2, "mining (1), not mining (0)", MINES_COLOURS, tags)
@@ -312,8 +329,8 @@ def _write_outputs(job: Job, work: WorkFolder, grid: Grid, out: Path, threshold:
         "valid_fraction": areas.valid_pixels / max(areas.pixels, 1),
         "mined_ha": areas.mined_m2 / 1e4, "mined_km2": areas.mined_m2 / 1e6,
         "mined_fraction_of_valid": areas.mined_m2 / max(areas.valid_m2, 1e-9),
-        "mined_ha_before_min_area": areas.mined_raw_m2 / 1e4, "polygons": len(kept),
-        "polygons_dropped": int((~keep).sum()),
+        "mined_ha_before_min_area": areas.mined_raw_m2 / 1e4, "polygons": len(area),
+        "polygons_dropped": dropped,
     }}
 
 

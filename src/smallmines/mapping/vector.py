@@ -1,7 +1,7 @@
 """Mine polygons from a mine mask: polygonise, measure, label, write a GeoPackage.
 
-Polygons are traced by GDAL from a mask raster on disk, line by line, so memory grows with the
-number of mines, not with the scene. Their outlines follow pixel edges, so rasterising a polygon
+Polygons are traced by GDAL from a mask raster on disk, tile by tile, so memory grows with the
+number of mines kept, not with the scene or its specks. Their outlines follow pixel edges, so rasterising a polygon
 back (pixel centres inside) gives exactly its pixels: the total polygon area equals the mask area,
 and :func:`label_tile` can attach per-polygon statistics tile by tile.
 
@@ -27,24 +27,89 @@ logger = logging.getLogger(__name__)
 
 LAYER = "mines"
 M2_PER_HA = 10_000.0
+TILE = 2048
+"""Side of the tiles a mask is traced in, pixels."""
 
 
-def polygonize(mask_path: str | Path) -> list[Any]:
-    """Polygons (4-connected) of the pixels equal to 1 in a single-band mask raster.
+def polygonize(mask_path: str | Path, min_area_ha: float = 0.0,
+               tile: int = TILE) -> tuple[list[Any], np.ndarray, int]:
+    """Trace the polygons (4-connected) of the pixels equal to 1 in a single-band mask raster.
+
+    The raster is traced tile by tile: a polygon inside a tile is measured at once and dropped if
+    small; a polygon that reaches a tile edge shared with another tile waits until the end, when
+    those sharing an edge are merged. Memory holds the kept polygons and the ones on tile edges,
+    never all the specks of a large noisy mask.
 
     Args:
         mask_path: a raster whose band 1 holds 1 for mining and 0 elsewhere.
+        min_area_ha: drop polygons smaller than this (hectares).
+        tile: side of the tiles traced at a time, pixels.
 
     Returns:
-        shapely Polygons in the raster's CRS, in GDAL's tracing order.
+        The kept shapely Polygons in the raster's CRS (tile by tile, then the merged ones), their
+        areas in hectares, and how many were dropped.
 
     """
     from rasterio.features import shapes
+    from rasterio.windows import Window
+
+    kept: list[Any] = []
+    areas: list[np.ndarray] = []
+    dropped = 0
+    pending: list[Any] = []
+
+    def keep(polygons: np.ndarray) -> None:
+        nonlocal dropped
+        area = areas_ha(polygons, crs)
+        big = area >= min_area_ha
+        kept.extend(polygons[big])
+        areas.append(area[big])
+        dropped += int((~big).sum())
 
     with rasterio.open(mask_path) as src:
-        band = rasterio.band(src, 1)
-        return [shapely.geometry.shape(geom) for geom, value in
-                shapes(band, mask=band, connectivity=4, transform=src.transform) if value == 1]
+        crs, t = src.crs.to_wkt(), src.transform
+        for row in range(0, src.height, tile):
+            for col in range(0, src.width, tile):
+                height, width = min(tile, src.height - row), min(tile, src.width - col)
+                data = src.read(1, window=Window(col, row, width, height))
+                if not data.any():
+                    continue
+                transform = t * Affine.translation(col, row)
+                polygons = np.array([shapely.geometry.shape(g) for g, _ in
+                                     shapes(data, mask=data == 1, connectivity=4, transform=transform)], dtype=object)
+                # north-up: reaching a side shared with another tile (top, right, bottom, left)
+                left, top = transform.c, transform.f
+                right, bottom = left + width * transform.a, top + height * transform.e
+                tol = abs(transform.a) / 2
+                b = shapely.bounds(polygons)
+                shared = ((row > 0) & (b[:, 3] > top - tol)) | ((col + width < src.width) & (b[:, 2] > right - tol)) \
+                    | ((row + height < src.height) & (b[:, 1] < bottom + tol)) | ((col > 0) & (b[:, 0] < left + tol))
+                pending.extend(polygons[shared])
+                keep(polygons[~shared])
+    keep(np.array(_merge_edge_sharing(pending), dtype=object))
+    return kept, np.concatenate(areas) if areas else np.zeros(0), dropped
+
+
+def _merge_edge_sharing(polygons: list[Any]) -> list[Any]:
+    """Union the polygons that share an edge (not just a corner), transitively."""
+    if not polygons:
+        return []
+    parent = list(range(len(polygons)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    tree = shapely.STRtree(polygons)
+    for i, j in zip(*tree.query(polygons, predicate="touches"), strict=True):
+        if i < j and polygons[i].intersection(polygons[j]).length > 0:
+            parent[root(i)] = root(j)
+    groups: dict[int, list[Any]] = {}
+    for i, polygon in enumerate(polygons):
+        groups.setdefault(root(i), []).append(polygon)
+    return [group[0] if len(group) == 1 else shapely.union_all(group) for group in groups.values()]
 
 
 def _geod() -> Any:
