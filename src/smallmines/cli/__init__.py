@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from smallmines.cli import build, change, data, demo, fetch, mapping, monitor, report, train
-from smallmines.cli._common import out, set_verbosity, setup_logging
+from smallmines.cli._common import LIGHTNING_COMMANDS, out, set_verbosity, setup_logging
 
 app = typer.Typer(
     name="smallmines",
@@ -36,6 +36,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug messages, also from libraries.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
@@ -43,7 +44,7 @@ def _options(
 ) -> None:
     """Map artisanal and small-scale gold mining from Sentinel-1/2 and DEM imagery (SmallMinesDS)."""
     set_verbosity(1 if verbose else -1 if quiet else 0)
-    setup_logging()
+    setup_logging(lightning=ctx.invoked_subcommand in LIGHTNING_COMMANDS)
 
 
 def main() -> None:

@@ -32,13 +32,20 @@ def set_verbosity(level: int) -> None:
     VERBOSITY["level"] = max(-1, min(1, level))
 
 
-def setup_logging(verbose: bool = False) -> None:
+LIGHTNING_COMMANDS = frozenset({"train", "evaluate", "benchmark", "demo", "monitor"})
+"""Commands that import Lightning, whose import adds its own console handler at INFO (tamed here)."""
+
+
+def setup_logging(verbose: bool = False, lightning: bool = False) -> None:
     """Route logging through rich, quietly by default.
 
     smallmines logs at INFO (DEBUG with ``-v``, WARNING with ``-q``); other libraries, Lightning's
     banners and tips and Dask's start-up lines among them, only at WARNING, and their deprecation
-    warnings are hidden; ``-v`` shows everything.
+    warnings are hidden; ``-v`` shows everything. ``lightning=True`` imports Lightning first, for the
+    commands that use it: its import adds a console handler at INFO that this then removes.
     """
+    if lightning:  # import it now: importing it later would add its handler back and print INFO banners
+        import lightning.pytorch  # noqa: F401
     level = max(VERBOSITY["level"], 1 if verbose else -1 if VERBOSITY["level"] < 0 else 0)
     handler = RichHandler(console=console, show_path=False)
     logging.basicConfig(level=logging.DEBUG if level > 0 else logging.WARNING, format="%(message)s",
