@@ -1,4 +1,4 @@
-"""Segmentation losses on ``(N, K, H, W)`` logits (K = 2, or 4 for change models) with targets ``(N, H, W)`` (255 = ignore).
+"""Segmentation losses on ``(N, K, H, W)`` logits (K = 2; 4 for change models), targets ``(N, H, W)`` (255 = ignore).
 
 Terms are picked by name (:data:`LOSS_TERMS`) and combined with weights by :class:`CombinedLoss`:
 

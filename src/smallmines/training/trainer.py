@@ -53,6 +53,7 @@ from torch import nn
 import smallmines
 from smallmines.data.stats import BandStats
 from smallmines.errors import CheckpointError, ConfigError
+from smallmines.models.change import CHANGE_CLASSES, is_change_model
 from smallmines.models.networks import require_local_weights
 from smallmines.models.pixel import PixelGBM
 from smallmines.models.registry import (
@@ -64,7 +65,6 @@ from smallmines.models.registry import (
     load_model,
     save_model,
 )
-from smallmines.models.change import CHANGE_CLASSES, is_change_model
 from smallmines.training.change import ChangeDataModule, evaluate_change
 from smallmines.training.config import Config, load_config, parse_duration
 from smallmines.training.datamodule import SmallMinesDataModule
@@ -342,9 +342,10 @@ def fit(
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     d = config.data
     change = is_change_model(config.model.name)
-    dm = (ChangeDataModule if change else SmallMinesDataModule)(d.root, d.bands, d.splits, d.split_seed, d.val_fraction, d.years, d.splits_dir,
-                              config.train.batch_size, config.train.eval_batch_size, config.train.augment,
-                              config.train.seed, stats, d.cache, data_progress)
+    module = ChangeDataModule if change else SmallMinesDataModule
+    dm = module(d.root, d.bands, d.splits, d.split_seed, d.val_fraction, d.years, d.splits_dir,
+                config.train.batch_size, config.train.eval_batch_size, config.train.augment,
+                config.train.seed, stats, d.cache, data_progress)
     dm.setup("fit")
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.yaml")
