@@ -53,6 +53,16 @@ class _ReadingProgress:
             self.bar = None
 
 
+def _monitor_label(summary: dict[str, Any]) -> str:
+    return "val change mIoU" if summary.get("monitor") == "val_miou_change" else "val mining IoU"
+
+
+def _threshold_note(summary: dict[str, Any]) -> str:
+    if summary.get("monitor") == "val_miou_change":  # change models take the argmax of 4 classes
+        return ""
+    return f", threshold {summary['threshold']:.2f}"
+
+
 def _scores_table(title: str, rows: dict[str, dict[str, Any]]) -> Table:
     table = Table(title=title)
     for column in ("group", "patches", "mining IoU", "mIoU", "F1", "precision", "recall", "accuracy"):
@@ -121,8 +131,8 @@ def train(
     out.print(f"[bold green]trained[/] {s['name']}: {s['epochs']} epochs in {s['seconds']:.0f} s "
               f"({s['patches_per_s']:.0f} patches/s, {s.get('precision')}"
               f"{', stopped by --max-time ' + str(s['max_time']) if s.get('time_limited') else ''}), "
-              f"best val mining IoU {s.get('best_score') or float('nan'):.4f} "
-              f"at epoch {s.get('best_epoch')}, threshold {s['threshold']:.2f}")
+              f"best {_monitor_label(s)} {s.get('best_score') or float('nan'):.4f} at epoch {s.get('best_epoch')}"
+              f"{_threshold_note(s)}")
     if result.transfer:
         out.print(_scores_table("transfer: test split of the new data",
                                 {"before (init)": {**result.transfer["before"].overall,
