@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +273,108 @@ def evaluate_change(network: nn.Module, arrays: SplitArrays, channels: Sequence[
     for pred, target in predict_change(network, arrays, channels, stats, batch_size, device):
         confusion += change_confusion(pred, target).cpu()
     return {"overall": change_scores(confusion), "confusion": confusion.tolist()}
+
+
+@dataclass
+class ChangeEvalResult:
+    """Change scores of a change model on one split of pairs (``metrics.json``, ``metrics.md``).
+
+    Attributes:
+        split: the split evaluated.
+        overall: :func:`change_scores` over every valid pixel of the split's pairs.
+        confusion: 4 x 4 pixel counts, rows true class, columns predicted class.
+        per_patch: one dict per pair: ``id``, ``valid_pixels`` and its scores.
+        checkpoint: what was evaluated.
+        data: the dataset path.
+        out: folder written, if any.
+    """
+
+    split: str
+    overall: dict[str, float]
+    confusion: list[list[int]]
+    per_patch: list[dict[str, Any]] = field(repr=False)
+    checkpoint: str = ""
+    data: str = ""
+    out: Path | None = None
+    threshold: float = math.nan
+    per_year: dict[str, dict[str, Any]] = field(default_factory=dict)
+    per_country: dict[str, dict[str, Any]] = field(default_factory=dict)
+    per_bin: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (NaN becomes null)."""
+        def safe(value: Any) -> Any:
+            if isinstance(value, float) and math.isnan(value):
+                return None
+            if isinstance(value, dict):
+                return {k: safe(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [safe(v) for v in value]
+            return value
+
+        return safe({"split": self.split, "checkpoint": self.checkpoint, "data": self.data, "kind": "change",
+                     "pairs": len(self.per_patch), "overall": self.overall, "confusion": self.confusion,
+                     "classes": list(CHANGE_KEYS)})
+
+    def to_markdown(self) -> str:
+        """Markdown: IoU, precision, recall and F1 per change class, and the 4 x 4 confusion matrix."""
+        def fmt(value: float) -> str:
+            return "–" if value is None or math.isnan(value) else f"{value:.4f}"
+
+        lines = [f"# Change evaluation on `{self.split}` ({len(self.per_patch)} pairs)", "",
+                 f"Model: `{self.checkpoint}`  ", f"Data: `{self.data}`", "",
+                 "| class | IoU | precision | recall | F1 |", "|---|---:|---:|---:|---:|"]
+        for c in ChangeClass:
+            k = CLASS_KEYS[c]
+            lines.append(f"| {c.label} | " + " | ".join(fmt(self.overall[f"{m}_{k}"])
+                                                       for m in ("iou", "precision", "recall", "f1")) + " |")
+        lines += ["", f"Mean IoU of new, persistent and ceased mining: {fmt(self.overall['miou_change'])}", "",
+                  "| truth \\ predicted | " + " | ".join(c.label for c in ChangeClass) + " |",
+                  "|---|" + "---:|" * len(ChangeClass)]
+        lines += [f"| {c.label} | " + " | ".join(str(v) for v in row) + " |"
+                  for c, row in zip(ChangeClass, self.confusion, strict=True)]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out: str | Path) -> Path:
+        """Write ``metrics.json`` and ``metrics.md`` (atomically) into ``out``."""
+        import json
+        import os
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in (("metrics.json", json.dumps(self.to_dict(), indent=2)), ("metrics.md", self.to_markdown())):
+            tmp = out / f".{name}.tmp"
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, out / name)
+        self.out = out
+        return out
+
+
+def evaluate_change_split(network: nn.Module, card: Any, source: PatchSource, split: str,
+                          splits: str | Path | Mapping[str, str], split_seed: int = 0, val_fraction: float = 0.1,
+                          years: Sequence[int] | None = None, batch_size: int = 32, device: str | torch.device = "cpu",
+                          progress: Callable[[int, int], None] | None = None) -> ChangeEvalResult:
+    """Evaluate a change model (network and card) on one split of pairs of ``source``.
+
+    Raises:
+        SplitError: the split is not site-grouped, or has no pair.
+    """
+    from smallmines.data.pairs import split_date_channels
+    from smallmines.errors import SplitError
+
+    channels = split_date_channels(card.channels)
+    dm = ChangeDataModule(source, channels, splits, split_seed, val_fraction, years, stats=card.stats,
+                          progress=progress)
+    arrays = dm.load(split)
+    if not len(arrays):
+        raise SplitError(f"split {split!r} of {source.path} has no pair of years")
+    total = torch.zeros(CHANGE_CLASSES, CHANGE_CLASSES, dtype=torch.long)
+    rows: list[dict[str, Any]] = []
+    start = 0
+    for pred, target in predict_change(network, arrays, channels, card.stats, batch_size, device):
+        for i in range(len(pred)):
+            confusion = change_confusion(pred[i], target[i]).cpu()
+            total += confusion
+            rows.append({"id": arrays.ids[start + i], "valid_pixels": int(confusion.sum()), **change_scores(confusion)})
+        start += len(pred)
+    return ChangeEvalResult(split, change_scores(total), total.tolist(), rows, data=str(source.path))
