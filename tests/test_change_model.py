@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from smallmines.cli import app
 from smallmines.data.layout import PatchKey
 from smallmines.data.pairs import change_labels, check_pair_split, date_channels, find_pairs, split_date_channels
 from smallmines.errors import ConfigError, SplitError
@@ -22,6 +24,7 @@ from smallmines.training.change import (
     evaluate_change,
 )
 from smallmines.training.config import load_config
+from smallmines.training.evaluation import evaluate
 from smallmines.training.losses import CombinedLoss
 from smallmines.training.trainer import fit
 
@@ -128,5 +131,11 @@ def test_fit_change_model_end_to_end(synth_root, tmp_path):
     dm = ChangeDataModule(synth_root, "blue,red,nir", "random", 0, 0.1)
     scores = evaluate_change(network, dm.load("test"), dm.date_channels, card.stats, 8)["overall"]
     assert set(scores) >= {"iou_new", "precision_ceased", "iou_persistent", "miou_change"}
+    evaluated = evaluate(result.model_path, synth_root, "test")  # the card's split: site-grouped random
+    assert evaluated.confusion and len(evaluated.confusion) == 4 and evaluated.per_patch
+    assert evaluated.overall["iou_new"] == pytest.approx(scores["iou_new"])
+    assert "new mining" in (tmp_path / "run" / "evaluation" / "test" / "metrics.md").read_text()
+    cli = CliRunner().invoke(app, ["evaluate", str(result.model_path), str(synth_root), "-o", str(tmp_path / "ev")])
+    assert cli.exit_code == 0 and "ceased mining" in cli.output
     with pytest.raises(SplitError, match="official"):
         fit("change-tiny", [f"data.root={synth_root}", "data.splits=official", *FAST], out=tmp_path / "official")
