@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from smallmines.bands import parse_bands
+from smallmines.data.pairs import date_channels
 from smallmines.data.stats import BandStats
 from smallmines.errors import CheckpointError, ConfigError, OptionalDependencyError
+from smallmines.models.change import is_change_model
 from smallmines.models.networks import is_optical, mining_probability
 from smallmines.models.pixel import PixelGBM
 from smallmines.models.registry import (
@@ -203,6 +205,8 @@ def test_every_preset_resolves_and_its_network_builds():
         if config.model.name == "prithvi":
             continue
         channels = parse_bands(config.data.bands)
+        if is_change_model(config.model.name):  # two dates: a:X..., b:X...
+            channels = date_channels(channels)
         args = dict(config.model.args)
         if args.get("encoder_weights") == "imagenet":  # the faithful recipe: a local file must be given
             with pytest.raises(ConfigError, match="encoder_weights=PATH"):

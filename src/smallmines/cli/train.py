@@ -55,6 +55,28 @@ class _ReadingProgress:
             self.bar = None
 
 
+def _monitor_label(summary: dict[str, Any]) -> str:
+    return "val change mIoU" if summary.get("monitor") == "val_miou_change" else "val mining IoU"
+
+
+def _threshold_note(summary: dict[str, Any]) -> str:
+    if summary.get("monitor") == "val_miou_change":  # change models take the argmax of 4 classes
+        return ""
+    return f", threshold {summary['threshold']:.2f}"
+
+
+def _change_table(title: str, overall: dict[str, Any]) -> Table:
+    from smallmines.legend import CLASS_KEYS, ChangeClass
+
+    table = Table(title=title)
+    for column in ("class", "IoU", "precision", "recall", "F1"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for c in ChangeClass:
+        values = [overall.get(f"{m}_{CLASS_KEYS[c]}") for m in ("iou", "precision", "recall", "f1")]
+        table.add_row(c.label, *("–" if v is None or math.isnan(v) else f"{v:.4f}" for v in values))
+    return table
+
+
 def _scores_table(title: str, rows: dict[str, dict[str, Any]]) -> Table:
     table = Table(title=title)
     for column in ("group", "patches", "mining IoU", "mIoU", "F1", "precision", "recall", "accuracy"):
@@ -123,8 +145,8 @@ def train(
     out.print(f"[bold green]trained[/] {s['name']}: {s['epochs']} epochs in {s['seconds']:.0f} s "
               f"({s['patches_per_s']:.0f} patches/s, {s.get('precision')}"
               f"{', stopped by --max-time ' + str(s['max_time']) if s.get('time_limited') else ''}), "
-              f"best val mining IoU {s.get('best_score') or float('nan'):.4f} "
-              f"at epoch {s.get('best_epoch')}, threshold {s['threshold']:.2f}")
+              f"best {_monitor_label(s)} {s.get('best_score') or float('nan'):.4f} at epoch {s.get('best_epoch')}"
+              f"{_threshold_note(s)}")
     if result.transfer:
         out.print(_scores_table("transfer: test split of the new data",
                                 {"before (init)": {**result.transfer["before"].overall,
@@ -161,6 +183,11 @@ def evaluate(
                 raise ConfigError(f"--threshold {threshold!r}; use card, val or a number in (0, 1)") from None
         result = run(checkpoint, data, split, threshold=chosen, out=output, batch_size=batch_size, device=device,
                      tta=tta, progress=_ReadingProgress("reading patches"))
+    if len(result.confusion) == 4:  # a change model: 4 x 4 confusion of the change classes
+        out.print(_change_table(f"{split} split, {len(result.per_patch)} pairs, change classes", result.overall))
+        if result.out:
+            out.print(f"written to {result.out}")
+        return
     rows = {"overall": {**result.overall, "patches": len(result.per_patch)}}
     rows.update({f"year {y}": v for y, v in result.per_year.items()})
     if len(result.per_country) > 1:

@@ -13,6 +13,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "stats": ["BandStats", "compute_stats"],
     "pack": ["PackedSource", "pack_dataset"],
     "dataset": ["PatchSource", "SmallMinesDS", "export_split", "resolve_split"],
+    "pairs": ["Pair", "change_labels", "date_channels", "find_pairs"],
     "check": ["CheckReport", "check_dataset"],
     "preview": ["preview_grid"],
     "synth": ["synthesize_dataset", "synthesize_scene"],

@@ -11,6 +11,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "networks": ["NUM_CLASSES", "LiteUNet", "PrithviSegmenter", "TwoStreamUNet", "load_encoder_weights",
                  "mining_probability"],
     "pixel": ["PixelGBM"],
+    "change": ["CHANGE_MODELS", "ChangeLiteUNet", "SiameseLiteUNet", "is_change_model"],
     "registry": ["CARD_KEY", "MODELS", "ModelCard", "build_model", "count_parameters", "freeze_encoder",
                  "is_neural", "load_model", "register_model", "save_model"],
     "export": ["ExportResult", "export_onnx"],

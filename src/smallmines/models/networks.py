@@ -135,9 +135,10 @@ class LiteUNet(nn.Module):
     Args:
         in_channels: input channels.
         widths: channels per scale, finest first; ``len(widths) - 1`` poolings.
+        classes: output classes (2: background, mining; 4 for change models).
     """
 
-    def __init__(self, in_channels: int, widths: Sequence[int] = (16, 32, 64, 128)) -> None:
+    def __init__(self, in_channels: int, widths: Sequence[int] = (16, 32, 64, 128), classes: int = NUM_CLASSES) -> None:
         super().__init__()
         widths = [int(w) for w in widths]
         if len(widths) < 2:
@@ -147,7 +148,7 @@ class LiteUNet(nn.Module):
         self.up = nn.ModuleList(nn.ConvTranspose2d(w, v, 2, stride=2) for w, v in zip(widths[:0:-1], widths[-2::-1],
                                                                                       strict=True))
         self.decoder = nn.ModuleList(_double_conv(2 * v, v) for v in widths[-2::-1])
-        self.head = nn.Conv2d(widths[0], NUM_CLASSES, 1)
+        self.head = nn.Conv2d(widths[0], int(classes), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

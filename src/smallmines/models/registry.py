@@ -18,6 +18,8 @@ function with the signature ``(in_channels, channels, **kwargs) -> nn.Module``.
   ``smallmines[foundation]``).
 - ``lightgbm``: a per-pixel gradient-boosting baseline wrapped as a network, so evaluation and mapping
   treat it like any other model.
+- ``change-unet-lite``, ``siamese-lite``: bi-temporal change models (:mod:`smallmines.models.change`):
+  channels ``a:X...`` then ``b:X...`` of two dates in, ``(N, 4, H, W)`` change-class logits out.
 
 Pretrained weights are never downloaded: ``encoder_weights`` (and Prithvi's ``weights``) is a local
 file, otherwise the network starts from random weights. An encoder pretrained on 3-band RGB gets its
@@ -43,6 +45,7 @@ from torch import nn
 
 from smallmines.data.stats import BandStats
 from smallmines.errors import CheckpointError, ConfigError
+from smallmines.models.change import ChangeLiteUNet, SiameseLiteUNet
 from smallmines.models.networks import LiteUNet, PrithviSegmenter, TwoStreamUNet, _smp
 from smallmines.models.pixel import PixelGBM
 
@@ -63,6 +66,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "twostream": lambda in_channels, channels, **kw: TwoStreamUNet(channels, **kw),
     "prithvi": lambda in_channels, channels, **kw: PrithviSegmenter(channels, **kw),
     "lightgbm": lambda in_channels, channels, **kw: PixelGBM(in_channels, **kw),
+    "change-unet-lite": lambda in_channels, channels, **kw: ChangeLiteUNet(in_channels, **kw),
+    "siamese-lite": lambda in_channels, channels, **kw: SiameseLiteUNet(in_channels, **kw),
 }
 """Architectures by name; add one entry to add a model."""
 

@@ -9,6 +9,7 @@ from smallmines._lazy import attach
 __getattr__, __dir__, __all__ = attach(__name__, {
     "config": ["Config", "list_presets", "load_config", "parse_overrides"],
     "datamodule": ["SmallMinesDataModule"],
+    "change": ["ChangeDataModule", "ChangeEvalResult", "ChangeMetrics", "evaluate_change"],
     "task": ["SegmentationTask"],
     "losses": ["CombinedLoss"],
     "metrics": ["SegmentationMetrics"],

@@ -104,7 +104,8 @@ class LossConfig:
 
     Attributes:
         terms: term name -> weight, e.g. ``{ce: 1.0, dice: 1.0}``; names ``ce``, ``bce``, ``dice``, ``focal``.
-        class_weights: ``[background, mining]`` weights for CE, BCE and focal (None: equal).
+        class_weights: ``[background, mining]`` weights for CE, BCE and focal (None: equal); for change
+            models one per change class, ``[no mining, new, persistent, ceased]``.
         focal_gamma: focusing parameter of the focal loss.
         dice_smooth: additive smoothing of the soft Dice loss.
     """
@@ -279,8 +280,13 @@ class Config:
             _choice("loss.terms", term, tuple(LOSS_TERMS))
         if not self.loss.terms:
             raise ConfigError("loss.terms is empty; give at least one term, e.g. {ce: 1.0}")
-        if self.loss.class_weights is not None and len(self.loss.class_weights) != 2:
-            raise ConfigError(f"loss.class_weights {self.loss.class_weights} needs 2 values (background, mining)")
+        from smallmines.models.change import is_change_model
+
+        classes = 4 if is_change_model(self.model.name) else 2
+        if self.loss.class_weights is not None and len(self.loss.class_weights) != classes:
+            names = "no mining, new, persistent, ceased" if classes == 4 else "background, mining"
+            raise ConfigError(f"loss.class_weights {self.loss.class_weights} needs {classes} values ({names}) "
+                              f"for model {self.model.name!r}")
         for key, value, low in (("train.epochs", self.train.epochs, 1), ("train.batch_size", self.train.batch_size, 1),
                                 ("train.eval_batch_size", self.train.eval_batch_size, 1),
                                 ("train.accumulate", self.train.accumulate, 1)):

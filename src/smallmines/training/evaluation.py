@@ -34,8 +34,10 @@ from smallmines.data.dataset import PatchSource, resolve_split
 from smallmines.data.splits import BIN_EDGES, SPLIT_NAMES, parse_patch_name, share_bin
 from smallmines.data.stats import BandStats
 from smallmines.errors import ConfigError, SplitError
+from smallmines.models.change import is_change_model
 from smallmines.models.networks import mining_probability
 from smallmines.models.registry import ModelCard, load_model
+from smallmines.training.change import ChangeEvalResult, evaluate_change_split
 from smallmines.training.datamodule import SplitArrays, augment_batch, dihedral_maps, load_split, normalize_batch
 from smallmines.training.metrics import (
     DEFAULT_THRESHOLDS,
@@ -320,8 +322,11 @@ def evaluate(
     device: str | torch.device = "auto",
     tta: bool = False,
     progress: Callable[[int, int], None] | None = None,
-) -> EvalResult:
+) -> EvalResult | ChangeEvalResult:
     """Evaluate a model on a split of a dataset.
+
+    A change model (two dates, :mod:`smallmines.training.change`) is scored per change class on the
+    split's pairs instead: a :class:`~smallmines.training.change.ChangeEvalResult`.
 
     Args:
         checkpoint: ``model.pt``/``.ckpt`` path, or ``(network, card)``.
@@ -362,6 +367,15 @@ def evaluate(
         raise ConfigError("no dataset given and the model card does not name one; pass DATA")
     source = root if isinstance(root, PatchSource) else PatchSource(root, data_cfg.get("splits_dir"))
     method = splits if splits is not None else data_cfg.get("splits", "official")
+    if is_change_model(card.model):  # two dates in, 4 change classes out: scored per change class on pairs
+        result = evaluate_change_split(network, card, source, split, method, int(data_cfg.get("split_seed", 0)),
+                                       float(data_cfg.get("val_fraction", 0.1)),
+                                       years if years is not None else data_cfg.get("years"),
+                                       batch_size, resolve_device(device), progress)
+        result.checkpoint = label
+        if out is not None:
+            result.write(out)
+        return result
     assignment = resolve_split(source, method, int(data_cfg.get("split_seed", 0)),
                                float(data_cfg.get("val_fraction", 0.1)))
     years = years if years is not None else data_cfg.get("years")

@@ -1,4 +1,4 @@
-"""Segmentation losses on ``(N, 2, H, W)`` logits with targets ``(N, H, W)`` (255 = ignore).
+"""Segmentation losses on ``(N, K, H, W)`` logits (K = 2; 4 for change models), targets ``(N, H, W)`` (255 = ignore).
 
 Terms are picked by name (:data:`LOSS_TERMS`) and combined with weights by :class:`CombinedLoss`:
 
@@ -55,12 +55,19 @@ def binary_cross_entropy(logits: torch.Tensor, target: torch.Tensor, class_weigh
 
 
 def dice(logits: torch.Tensor, target: torch.Tensor, dice_smooth: float = 1.0, **_: float) -> torch.Tensor:
-    """Soft Dice loss ``1 - (2 sum(p y) + s) / (sum(p) + sum(y) + s)`` of the mining class, valid pixels only."""
+    """Soft Dice loss ``1 - (2 sum(p y) + s) / (sum(p) + sum(y) + s)`` of the mining class, valid pixels only.
+
+    With more than 2 classes (change models) it is the mean of that loss over every class but class 0.
+    """
     valid = _valid(target).float()
-    prob = torch.softmax(logits.float(), dim=1)[:, 1] * valid
-    truth = (target == 1).float()
-    intersection = (prob * truth).sum()
-    return 1 - (2 * intersection + dice_smooth) / (prob.sum() + truth.sum() + dice_smooth)
+    prob = torch.softmax(logits.float(), dim=1)
+    losses = []
+    for k in range(1, logits.shape[1]):
+        p = prob[:, k] * valid
+        truth = (target == k).float()
+        intersection = (p * truth).sum()
+        losses.append(1 - (2 * intersection + dice_smooth) / (p.sum() + truth.sum() + dice_smooth))
+    return torch.stack(losses).mean()
 
 
 def focal(logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None,
@@ -86,7 +93,8 @@ class CombinedLoss(nn.Module):
 
     Args:
         terms: term name -> weight, e.g. ``{"ce": 1.0, "dice": 1.0}``.
-        class_weights: ``(background, mining)`` weights for ``ce``, ``bce`` and ``focal``.
+        class_weights: one weight per class for ``ce`` and ``focal`` (``(background, mining)``, or the 4 change
+            classes), and ``(background, mining)`` for ``bce``.
         focal_gamma: focusing parameter of ``focal``.
         dice_smooth: smoothing of ``dice``.
 
@@ -100,8 +108,9 @@ class CombinedLoss(nn.Module):
         unknown = sorted(set(terms) - set(LOSS_TERMS))
         if unknown or not terms:
             raise ConfigError(f"loss terms {sorted(terms)}; choose from {', '.join(LOSS_TERMS)}")
-        if class_weights is not None and (len(class_weights) != 2 or min(class_weights) < 0):
-            raise ConfigError(f"class_weights {list(class_weights)} must be 2 non-negative numbers")
+        if class_weights is not None and (len(class_weights) < 2 or min(class_weights) < 0):
+            raise ConfigError(f"class_weights {list(class_weights)} must be one non-negative number per class "
+                              "(2 for mining models, 4 for change models)")
         self.terms = dict(terms)
         self.options = {"focal_gamma": float(focal_gamma), "dice_smooth": float(dice_smooth)}
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None

@@ -26,15 +26,17 @@ class SegmentationTask(L.LightningModule):
     :func:`smallmines.models.registry.load_model` reads a ``.ckpt`` as it reads a ``model.pt``.
 
     Args:
-        network: maps ``(N, C, H, W)`` normalised channels to ``(N, 2, H, W)`` logits.
+        network: maps ``(N, C, H, W)`` normalised channels to ``(N, classes, H, W)`` logits.
         card: the model card as a dict (:meth:`smallmines.models.registry.ModelCard.to_dict`).
         loss: :class:`smallmines.training.losses.CombinedLoss` arguments (``terms``, ``class_weights``...).
         optimizer: ``name``, ``lr``, ``weight_decay``, ``momentum``, ``scheduler``, ``warmup_epochs``.
         channels_last: feed NHWC tensors (faster convolutions on GPUs).
+        classes: 2 (background, mining) or 4 for change models (:mod:`smallmines.training.change`), whose
+            metrics are the change-class scores and whose monitor is ``val_miou_change``.
     """
 
     def __init__(self, network: nn.Module, card: dict[str, Any], loss: dict[str, Any], optimizer: dict[str, Any],
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, classes: int = 2) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["network"])
         self.network = network
@@ -42,7 +44,15 @@ class SegmentationTask(L.LightningModule):
         self.criterion = CombinedLoss(**loss)
         self.optimizer_config = dict(optimizer)
         self.channels_last = channels_last
-        self.metrics = nn.ModuleDict({f"{stage}_metrics": SegmentationMetrics() for stage in STAGES})
+        self.classes = int(classes)
+        if self.classes > 2:
+            from smallmines.training.change import CHANGE_MONITOR, ChangeMetrics
+
+            self.monitor = CHANGE_MONITOR
+            self.metrics = nn.ModuleDict({f"{stage}_metrics": ChangeMetrics(self.classes) for stage in STAGES})
+        else:
+            self.monitor = MONITOR
+            self.metrics = nn.ModuleDict({f"{stage}_metrics": SegmentationMetrics() for stage in STAGES})
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -70,7 +80,7 @@ class SegmentationTask(L.LightningModule):
         metric = self.metrics[f"{stage}_metrics"]
         values = metric.compute()
         metric.reset()
-        shown = {"iou_mining", "miou"}
+        shown = {"iou_mining", "miou", "miou_change", "iou_new"}
         for name, value in values.items():
             self.log(f"{stage}_{name}", value, prog_bar=stage == "val" and name in shown)
 
@@ -97,7 +107,7 @@ class SegmentationTask(L.LightningModule):
             return optimizer
         if scheduler == "plateau":
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=3)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": MONITOR}}
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": self.monitor}}
         if scheduler == "onecycle":
             onecycle = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer, max_lr=lr, total_steps=max(1, int(self.trainer.estimated_stepping_batches)))

@@ -54,6 +54,7 @@ import smallmines
 from smallmines.bands import parse_bands
 from smallmines.data.stats import BandStats
 from smallmines.errors import CheckpointError, ConfigError
+from smallmines.models.change import CHANGE_CLASSES, is_change_model
 from smallmines.models.networks import require_local_weights
 from smallmines.models.pixel import PixelGBM
 from smallmines.models.registry import (
@@ -65,6 +66,7 @@ from smallmines.models.registry import (
     load_model,
     save_model,
 )
+from smallmines.training.change import ChangeDataModule, evaluate_change
 from smallmines.training.config import Config, load_config, parse_duration
 from smallmines.training.datamodule import SmallMinesDataModule
 from smallmines.training.evaluation import EvalResult, evaluate, select_threshold
@@ -144,7 +146,7 @@ class EpochLines(Callback):
     where it is without control characters.
     """
 
-    SHOWN = ("train_loss", "val_loss", "val_iou_mining", "val_miou")
+    SHOWN = ("train_loss", "val_loss", "val_iou_mining", "val_miou", "val_miou_change", "val_iou_new")
 
     def __init__(self) -> None:
         self._start = time.monotonic()
@@ -203,9 +205,10 @@ def _atomic_json(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def _trainer(config: Config, run_dir: Path, accelerator: str, precision: str, progress: bool,
-             has_val: bool, timer: EpochTimer, steps_per_epoch: int) -> tuple[L.Trainer, ModelCheckpoint]:
+             has_val: bool, timer: EpochTimer, steps_per_epoch: int,
+             monitor: str = MONITOR) -> tuple[L.Trainer, ModelCheckpoint]:
     t = config.train
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=MONITOR if has_val else None,
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor if has_val else None,
                                  mode="max", save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
     # Lightning's save_last only copies a checkpoint when the best one is saved; this one is rewritten at
     # the end of every epoch (after validation and after the best checkpoint), so it is the true last state
@@ -213,7 +216,7 @@ def _trainer(config: Config, run_dir: Path, accelerator: str, precision: str, pr
                            every_n_epochs=1, auto_insert_metric_name=False, enable_version_counter=False)
     callbacks: list[Callback] = [checkpoint, last, timer]
     if t.patience is not None and has_val:
-        callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=int(t.patience), check_finite=False))
+        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=int(t.patience), check_finite=False))
     if config.optimizer.scheduler != "none":
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if progress:
@@ -342,9 +345,11 @@ def fit(
     config, init_network, init_card, stats = _prepare(config, run_dir, resume)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     d = config.data
-    dm = SmallMinesDataModule(d.root, d.bands, d.splits, d.split_seed, d.val_fraction, d.years, d.splits_dir,
-                              config.train.batch_size, config.train.eval_batch_size, config.train.augment,
-                              config.train.seed, stats, d.cache, data_progress)
+    change = is_change_model(config.model.name)
+    module = ChangeDataModule if change else SmallMinesDataModule
+    dm = module(d.root, d.bands, d.splits, d.split_seed, d.val_fraction, d.years, d.splits_dir,
+                config.train.batch_size, config.train.eval_batch_size, config.train.augment,
+                config.train.seed, stats, d.cache, data_progress)
     dm.setup("fit")
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.yaml")
@@ -357,7 +362,7 @@ def fit(
     accelerator, precision = resolve_hardware(config)
     device = torch.device("cuda") if accelerator == "gpu" else torch.device("cpu")
     before = None
-    if init_card is not None:
+    if init_card is not None and not change:
         before = evaluate((init_network, init_card), dm.source, "test", splits=dm.resolve(), years=d.years,
                           out=run_dir / "evaluation" / "init" / "test", batch_size=config.train.eval_batch_size,
                           device=device)
@@ -373,10 +378,15 @@ def fit(
     network.to(device).eval()
     val = dm.load("val")
     fixed = None if config.train.threshold == "val" else (float(config.train.threshold),)
-    chosen = select_threshold(network, val, dm.channels, dm.stats, config.train.eval_batch_size, device,
-                              thresholds=fixed)
-    card.threshold = float(chosen["threshold"])
-    card.metrics = {"val": chosen["scores"]} if chosen["scores"] else {}
+    if change:  # argmax over the 4 classes: no threshold to choose
+        scores = evaluate_change(network, val, dm.date_channels, dm.stats, config.train.eval_batch_size,
+                                 device)["overall"] if len(val) else {}
+        card.metrics = {"val": scores} if scores else {}
+    else:
+        chosen = select_threshold(network, val, dm.channels, dm.stats, config.train.eval_batch_size, device,
+                                  thresholds=fixed)
+        card.threshold = float(chosen["threshold"])
+        card.metrics = {"val": chosen["scores"]} if chosen["scores"] else {}
     network.cpu()
     model_path = save_model(run_dir / "model.pt", network, card)
     final_state = info.pop("final_state", None)
@@ -411,10 +421,16 @@ def _save_final(state: Mapping[str, torch.Tensor], card: ModelCard, val: Any, dm
     final = card.build()
     final.load_state_dict(state)
     final.to(device).eval()
-    chosen = select_threshold(final, val, dm.channels, dm.stats, config.train.eval_batch_size, device, thresholds=fixed)
     final_card = ModelCard.from_dict(card.to_dict())
-    final_card.threshold = float(chosen["threshold"])
-    final_card.metrics = {"val": chosen["scores"]} if chosen["scores"] else {}
+    if isinstance(dm, ChangeDataModule):
+        scores = evaluate_change(final, val, dm.date_channels, dm.stats, config.train.eval_batch_size,
+                                 device)["overall"] if len(val) else {}
+        final_card.metrics = {"val": scores} if scores else {}
+    else:
+        chosen = select_threshold(final, val, dm.channels, dm.stats, config.train.eval_batch_size, device,
+                                  thresholds=fixed)
+        final_card.threshold = float(chosen["threshold"])
+        final_card.metrics = {"val": chosen["scores"]} if chosen["scores"] else {}
     save_model(run_dir / FINAL_MODEL, final.cpu(), final_card)
     return {"path": FINAL_MODEL, "threshold": final_card.threshold, "val": final_card.metrics.get("val", {})}
 
@@ -435,11 +451,13 @@ def _fit_network(network: nn.Module, card: ModelCard, dm: SmallMinesDataModule, 
     loss = {"terms": config.loss.terms, "class_weights": config.loss.class_weights,
             "focal_gamma": config.loss.focal_gamma, "dice_smooth": config.loss.dice_smooth}
     task = SegmentationTask(network, card.to_dict(), loss, vars(config.optimizer).copy(),
-                            channels_last=on_gpu and t.channels_last)
+                            channels_last=on_gpu and t.channels_last,
+                            classes=CHANGE_CLASSES if is_change_model(config.model.name) else 2)
     has_val = len(dm.load("val")) > 0
     timer = EpochTimer()
     steps = len(dm.load("train")) // max(1, t.batch_size)
-    trainer, checkpoint = _trainer(config, run_dir, accelerator, precision, progress, has_val, timer, steps)
+    trainer, checkpoint = _trainer(config, run_dir, accelerator, precision, progress, has_val, timer, steps,
+                                   task.monitor)
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = last if resume and last.is_file() else None
     earlier = _read_rows(run_dir / "logs" / "metrics.csv") if ckpt_path else []
@@ -468,7 +486,7 @@ def _fit_network(network: nn.Module, card: ModelCard, dm: SmallMinesDataModule, 
     score = checkpoint.best_model_score
     return {"seconds": seconds, "train_seconds": timer.seconds, "epochs": trainer.current_epoch,
             "patches_per_s": timer.patches / max(timer.seconds, 1e-9), "best_epoch": best_epoch,
-            "best_score": float(score) if score is not None else None, "monitor": MONITOR,
+            "best_score": float(score) if score is not None else None, "monitor": task.monitor,
             "device": torch.cuda.get_device_name(0) if on_gpu else (platform.processor() or platform.machine()),
             "devices": trainer.world_size, "precision": precision, "resumed_from_epoch": start_epoch or None,
             "max_time": t.max_time, "time_limited": time_limited, "final_state": final_state}
