@@ -252,6 +252,8 @@ def predict_change(network: nn.Module, arrays: SplitArrays, channels: Sequence[s
         arrays: pairs from :func:`load_pairs`.
         channels: the per-date channels (without ``a:``/``b:``).
         stats: statistics of the ``a:X``/``b:X`` channels.
+        batch_size: pairs per forward pass.
+        device: where the network runs.
     """
     device = torch.device(device)
     network.eval().to(device)
