@@ -378,15 +378,7 @@ def fit(
     network.to(device).eval()
     val = dm.load("val")
     fixed = None if config.train.threshold == "val" else (float(config.train.threshold),)
-    if change:  # argmax over the 4 classes: no threshold to choose
-        scores = evaluate_change(network, val, dm.date_channels, dm.stats, config.train.eval_batch_size,
-                                 device)["overall"] if len(val) else {}
-        card.metrics = {"val": scores} if scores else {}
-    else:
-        chosen = select_threshold(network, val, dm.channels, dm.stats, config.train.eval_batch_size, device,
-                                  thresholds=fixed)
-        card.threshold = float(chosen["threshold"])
-        card.metrics = {"val": chosen["scores"]} if chosen["scores"] else {}
+    _score_on_validation(network, card, val, dm, config, device, fixed)
     network.cpu()
     model_path = save_model(run_dir / "model.pt", network, card)
     final_state = info.pop("final_state", None)
@@ -415,6 +407,23 @@ def fit(
     return RunResult(run_dir, model_path, network, card, summary, transfer)
 
 
+def _score_on_validation(network: nn.Module, card: ModelCard, val: Any, dm: SmallMinesDataModule, config: Config,
+                         device: torch.device, fixed: tuple[float, ...] | None) -> None:
+    """Set a card's validation scores, and for a mining model the threshold that maximises mining IoU.
+
+    A change model takes the argmax over its 4 classes: there is no threshold to choose.
+    """
+    if isinstance(dm, ChangeDataModule):
+        scores = evaluate_change(network, val, dm.date_channels, dm.stats, config.train.eval_batch_size,
+                                 device)["overall"] if len(val) else {}
+    else:
+        chosen = select_threshold(network, val, dm.channels, dm.stats, config.train.eval_batch_size, device,
+                                  thresholds=fixed)
+        card.threshold = float(chosen["threshold"])
+        scores = chosen["scores"]
+    card.metrics = {"val": scores} if scores else {}
+
+
 def _save_final(state: Mapping[str, torch.Tensor], card: ModelCard, val: Any, dm: SmallMinesDataModule,
                 config: Config, run_dir: Path, device: torch.device, fixed: tuple[float, ...] | None) -> dict[str, Any]:
     """Write the end-of-training weights beside the best ones, with a threshold chosen for them."""
@@ -422,15 +431,7 @@ def _save_final(state: Mapping[str, torch.Tensor], card: ModelCard, val: Any, dm
     final.load_state_dict(state)
     final.to(device).eval()
     final_card = ModelCard.from_dict(card.to_dict())
-    if isinstance(dm, ChangeDataModule):
-        scores = evaluate_change(final, val, dm.date_channels, dm.stats, config.train.eval_batch_size,
-                                 device)["overall"] if len(val) else {}
-        final_card.metrics = {"val": scores} if scores else {}
-    else:
-        chosen = select_threshold(final, val, dm.channels, dm.stats, config.train.eval_batch_size, device,
-                                  thresholds=fixed)
-        final_card.threshold = float(chosen["threshold"])
-        final_card.metrics = {"val": chosen["scores"]} if chosen["scores"] else {}
+    _score_on_validation(final, final_card, val, dm, config, device, fixed)
     save_model(run_dir / FINAL_MODEL, final.cpu(), final_card)
     return {"path": FINAL_MODEL, "threshold": final_card.threshold, "val": final_card.metrics.get("val", {})}
 
