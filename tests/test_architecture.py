@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "smallmines"
 STAGES = (
-    ("_compat", "_lazy", "_moved", "errors", "bands", "legend", "folders", "__init__"),
+    ("_compat", "_lazy", "_moved", "errors", "bands", "legend", "folders", "cluster", "__init__"),
     ("acquire",),
     ("data",),
     ("models",),

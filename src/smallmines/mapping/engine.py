@@ -15,13 +15,13 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from smallmines.bands import compute_channels
+from smallmines.cluster import dask_client
 from smallmines.data.scene import Scene, SceneReader, aoi_mask
 from smallmines.data.windows import BlockId, Plan, Span, WindowId, add_window, pad_window
 from smallmines.mapping.predictors import ModelRef, Predictor, load_predictor
@@ -242,17 +242,9 @@ def compute_block(block: BlockId, job: Job) -> tuple[BlockId, np.ndarray]:
 def _run_distributed(job: Job, blocks: Sequence[BlockId], on_block: Callable[[BlockId, np.ndarray], None],
                      cluster: Any, workers: int | None) -> None:
     """Compute blocks on a Dask cluster (an address, a ``Client``, or a local one of ``workers``)."""
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
-    with ExitStack() as stack:
-        if isinstance(cluster, Client):
-            client = cluster
-        elif cluster:
-            client = stack.enter_context(Client(cluster))
-        else:
-            local = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                     dashboard_address=None))
-            client = stack.enter_context(Client(local))
+    with dask_client(cluster, workers) as client:
         logger.info("distributing %d blocks over %s", len(blocks), client)
         shared = client.scatter(job, broadcast=True)
         futures = client.map(compute_block, list(blocks), job=shared, pure=False)

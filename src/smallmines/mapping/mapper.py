@@ -64,7 +64,7 @@ from smallmines.mapping.work import (
     _to_cog,
     _write_json,
 )
-from smallmines.models.registry import ModelCard, load_model
+from smallmines.models.registry import ModelCard, check_threshold, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -195,9 +195,8 @@ def map_scene(
     out = Path(out_dir)
     if workers is not None and workers < 1:
         raise ConfigError(f"workers={workers}: need at least 1")
-    if threshold is not None and not 0 < threshold < 1:
-        raise ConfigError(f"threshold={threshold:g}: a mining probability threshold must be between 0 and 1 "
-                          "(exclusive), e.g. 0.5; leave it out to use the model's")
+    if threshold is not None:
+        threshold = check_threshold(threshold)
     if min_area_ha < 0 or simplify < 0:
         raise ConfigError(f"min_area_ha={min_area_ha:g}, simplify={simplify:g}: neither may be negative")
     if workers and not cluster and threads is None:

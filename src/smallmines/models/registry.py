@@ -195,6 +195,22 @@ class ModelCard:
         return build_model(self.model, self.channels, **args)
 
 
+def check_threshold(threshold: float | str) -> float:
+    """A decision threshold as a float in (0, 1).
+
+    Raises:
+        ConfigError: not a number, or outside (0, 1).
+    """
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ConfigError(f"threshold {threshold!r}: give a number between 0 and 1, e.g. 0.5") from None
+    if not 0 < value < 1:
+        raise ConfigError(f"threshold {value:g}: a mining probability threshold must be between 0 and 1 "
+                          "(exclusive), e.g. 0.5; leave it out to use the model's")
+    return value
+
+
 def save_model(path: str | Path, network: nn.Module, card: ModelCard) -> Path:
     """Write weights and card to one ``.pt`` file (atomically)."""
     path = Path(path)

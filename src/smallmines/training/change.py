@@ -33,7 +33,7 @@ from smallmines.bands import IGNORE_INDEX, parse_bands, required_bands
 from smallmines.data.dataset import PatchSource
 from smallmines.data.pairs import Pair, change_labels, check_pair_split, date_channels, find_pairs
 from smallmines.data.stats import BandStats, RunningStats
-from smallmines.errors import ConfigError
+from smallmines.errors import ConfigError, SplitError
 from smallmines.legend import CLASS_KEYS, ChangeClass
 from smallmines.models.change import CHANGE_CLASSES
 from smallmines.training.datamodule import SmallMinesDataModule, SplitArrays, normalize_batch
@@ -210,27 +210,14 @@ class ChangeDataModule(SmallMinesDataModule):
         if self.stats is None:
             train = self.load("train")
             if not len(train):
-                raise_empty = f"the train split of {self.source.path} has no pairs (split {self.splits!r})"
-                from smallmines.errors import SplitError
-
-                raise SplitError(raise_empty)
+                raise SplitError(f"the train split of {self.source.path} has no pairs (split {self.splits!r})")
             self.stats = pair_stats(train, self.date_channels, self.bands,
                                     f"{self.source.path} split=train pairs={len(train)}")
         super().setup(stage)
 
-    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
-        """Normalise both dates, then flip/rotate the pair and its label together."""
-        from smallmines.training.datamodule import augment_batch, dihedral_maps
-
-        raw, mask = batch["image"], batch["mask"]
-        mean, std, maps = self.normalizer(raw.device)
-        image = normalize_pair(raw, self.date_channels, self.bands, mean, std)
-        mask = mask.long()
-        if "aug" in batch:
-            if image.shape[-2:] != (128, 128):
-                maps = dihedral_maps(*image.shape[-2:], device=raw.device)
-            image, mask = augment_batch(image, mask, batch["aug"], maps)
-        return {"image": image, "mask": mask}
+    def normalize(self, raw: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """Both dates normalised with the same statistics; the base class flips/rotates pair and label together."""
+        return normalize_pair(raw, self.date_channels, self.bands, mean, std)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -362,7 +349,6 @@ def evaluate_change_split(network: nn.Module, card: Any, source: PatchSource, sp
         SplitError: the split is not site-grouped, or has no pair.
     """
     from smallmines.data.pairs import split_date_channels
-    from smallmines.errors import SplitError
 
     channels = split_date_channels(card.channels)
     dm = ChangeDataModule(source, channels, splits, split_seed, val_fraction, years, stats=card.stats,

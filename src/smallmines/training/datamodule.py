@@ -367,11 +367,15 @@ class SmallMinesDataModule(L.LightningDataModule):
             self._norm[device] = (mean, std, dihedral_maps(128, 128, device))
         return self._norm[device]
 
+    def normalize(self, raw: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """Raw bands of a batch -> the network's normalised channels (nodata 0)."""
+        return normalize_batch(raw, self.channels, self.bands, mean, std)
+
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
         """Compute channels, z-score, set nodata to 0 and apply the batch's augmentation, on the device."""
         raw, mask = batch["image"], batch["mask"]
         mean, std, maps = self.normalizer(raw.device)
-        image = normalize_batch(raw, self.channels, self.bands, mean, std)
+        image = self.normalize(raw, mean, std)
         mask = mask.long()
         if "aug" in batch:
             if image.shape[-2:] != (128, 128):

@@ -36,7 +36,7 @@ from smallmines.data.stats import BandStats
 from smallmines.errors import ConfigError, SplitError
 from smallmines.models.change import is_change_model
 from smallmines.models.networks import mining_probability
-from smallmines.models.registry import ModelCard, load_model
+from smallmines.models.registry import ModelCard, check_threshold, load_model
 from smallmines.training.change import ChangeEvalResult, evaluate_change_split
 from smallmines.training.datamodule import SplitArrays, augment_batch, dihedral_maps, load_split, normalize_batch
 from smallmines.training.metrics import (
@@ -80,22 +80,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type not in ("cpu", "cuda"):
         raise ConfigError(f"device={device!r}: choose auto, cpu, cuda or cuda:N")
     return resolved
-
-
-def check_threshold(threshold: float | str) -> float:
-    """A decision threshold as a float in (0, 1).
-
-    Raises:
-        ConfigError: not a number, or outside (0, 1).
-    """
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        raise ConfigError(f"threshold {threshold!r}: give a number between 0 and 1, e.g. 0.5") from None
-    if not 0 < value < 1:
-        raise ConfigError(f"threshold {value:g}: a mining probability threshold must be between 0 and 1 "
-                          "(exclusive), e.g. 0.5")
-    return value
 
 
 def predict_batches(network: nn.Module, arrays: SplitArrays, channels: Sequence[str], stats: BandStats,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 from rasterio.io import MemoryFile
 
 from smallmines.bands import IMAGE_NODATA, MASK_NODATA
+from smallmines.cluster import dask_client
 from smallmines.data.build.labels import Labels, rasterize_tile
 from smallmines.data.build.tiles import TileGrid
 from smallmines.data.io import mining_share
@@ -167,17 +167,9 @@ def run_blocks(job: TileJob, labels: Labels, cluster: Any = None, workers: int |
         for numbers, (mining, unknown) in zip(groups, near, strict=True):
             yield run_block(job, numbers, mining, unknown)
         return
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
-    with ExitStack() as stack:
-        if isinstance(cluster, Client):
-            client = cluster
-        elif cluster:
-            client = stack.enter_context(Client(cluster))
-        else:
-            local = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                     dashboard_address=None))
-            client = stack.enter_context(Client(local))
+    with dask_client(cluster, workers) as client:
         logger.info("building %d blocks on %s", len(groups), client)
         shared = client.scatter(job, broadcast=True)
         futures = [client.submit(run_block, shared, numbers, mining, unknown, pure=False)
