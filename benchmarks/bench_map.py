@@ -92,8 +92,8 @@ def _mosaic(tile: Path, size: int, folder: Path) -> Path:
     return path
 
 
-def _models(folder: Path, tile: Path) -> tuple[Path, Path]:
-    """U-Net ResNet-18 over 13 bands (stats of the tile) as model.pt and model.onnx."""
+def _models(folder: Path, tile: Path, encoder: str = "resnet18", onnx_too: bool = True) -> tuple[Path, Path]:
+    """U-Net with ``encoder`` over 13 bands (stats of the tile) as model.pt and model.onnx."""
     import torch
 
     from smallmines.bands import BAND_NAMES
@@ -101,13 +101,13 @@ def _models(folder: Path, tile: Path) -> tuple[Path, Path]:
     from smallmines.models.export import export_onnx
     from smallmines.models.registry import ModelCard, build_model, save_model
 
-    pt, onnx = folder / "model.pt", folder / "model.onnx"
+    pt, onnx = folder / f"model-{encoder}.pt", folder / f"model-{encoder}.onnx"
     if not pt.is_file():
         torch.manual_seed(0)
-        network = build_model("unet", BAND_NAMES, encoder="resnet18")
+        network = build_model("unet", BAND_NAMES, encoder=encoder)
         stats = BandStats(BAND_NAMES, tuple(map(float, LEVELS)), tuple(map(float, SPREAD * 0.99)))
-        save_model(pt, network, ModelCard("unet", {"encoder": "resnet18"}, BAND_NAMES, stats, 0.5))
-    if not onnx.is_file():
+        save_model(pt, network, ModelCard("unet", {"encoder": encoder}, BAND_NAMES, stats, 0.5))
+    if onnx_too and not onnx.is_file():
         export_onnx(pt, onnx, check=False)
     return pt, onnx
 
@@ -128,7 +128,7 @@ def run_one(config: dict) -> dict:
     if config.get("device", "").startswith("cuda"):
         import torch
 
-        peak_gpu = torch.cuda.max_memory_allocated() / 2**20
+        peak_gpu = torch.cuda.max_memory_reserved() / 2**20  # what the process holds, caching included
     return {**{k: v for k, v in config.items() if k not in ("checkpoint", "onnx", "scene", "out")},
             "km2": areas["scene_km2"], "seconds": seconds, "inference_s": timing["inference_s"],
             "check_s": timing["check_s"], "outputs_s": timing["outputs_s"],
@@ -136,7 +136,8 @@ def run_one(config: dict) -> dict:
             "km2_per_s": areas["scene_km2"] / seconds, "inference_km2_per_s": timing["inference_km2_per_s"],
             "mpx_per_s": areas["scene_km2"] / 1e-4 / 1e6 / seconds,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_gpu_mib": peak_gpu,
-            "load_avg": os.getloadavg()[0], "precision_used": result.summary["backend"]["precision"]}
+            "load_avg": os.getloadavg()[0], "precision_used": result.summary["backend"]["precision"],
+            "encoder": config.get("encoder", "resnet18"), "gdal_cachemax": os.environ.get("GDAL_CACHEMAX")}
 
 
 def _spawn(config: dict) -> dict:
@@ -193,6 +194,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--backends", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
     parser.add_argument("--levers", action="store_true", help="compare CPU settings on one 2048 px scene")
+    parser.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], help="default: cpu, and cuda if present")
+    parser.add_argument("--encoder", default="resnet18", help="U-Net encoder of the random-weight model")
+    parser.add_argument("--gpu-window", type=int, default=2048)
+    parser.add_argument("--gpu-batch", type=int, default=4)
+    parser.add_argument("--readers", type=int, help="reader threads (default: map's)")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/smallmines-bench-map"))
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parents[1] / "BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true", help="print the table, do not touch BENCHMARKS.md")
@@ -207,7 +214,7 @@ def main() -> None:
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     tile = _base_tile(args.workdir / "tile.tif")
-    checkpoint, onnx = _models(args.workdir, tile)
+    checkpoint, onnx = _models(args.workdir, tile, args.encoder, onnx_too="onnx" in args.backends or args.levers)
     base = {"checkpoint": str(checkpoint), "onnx": str(onnx)}
     configs = []
     if args.levers:
@@ -219,18 +226,23 @@ def main() -> None:
             configs.append({**base, "size": 2048, "scene": scene, "backend": backend, "device": "cpu",
                             "window": window, "precision": precision, "threads": threads})
     else:
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         for size in args.sizes:
             scene = str(_mosaic(tile, size, args.workdir))
             for device in devices:
                 for backend in args.backends if device == "cpu" else ["torch"]:
                     configs.append({**base, "size": size, "scene": scene, "backend": backend, "device": device,
-                                    "window": 2048 if device == "cuda" else 1024,
-                                    "batch_size": 4 if device == "cuda" else None})
+                                    "window": args.gpu_window if device == "cuda" else 1024,
+                                    "batch_size": args.gpu_batch if device == "cuda" else None,
+                                    "readers": args.readers, "encoder": args.encoder})
     rows = []
     for config in configs:
         config["out"] = str(args.workdir / f"out_{config['backend']}_{config['device']}_{config['size']}")
-        row = _spawn(config)
+        try:
+            row = _spawn(config)
+        except RuntimeError as error:  # one failed configuration does not cost the others
+            print(f"{config['size']} px {config['backend']} {config['device']} FAILED:\n{error}", flush=True)
+            continue
         rows.append(row)
         print(f"{row['size']:>6} px {row['backend']:>5} {row['device']:>4} w{row.get('window')} "
               f"{row['precision_used']}: {row['km2_per_s']:.2f} km2/s, {row['mpx_per_s']:.3f} Mpx/s, "
@@ -240,6 +252,8 @@ def main() -> None:
     notes = ("km2/s and Mpx/s are end to end (guards, inference, COG/GeoPackage writing); 'inference km2/s' "
              "excludes the guards and the outputs. Peak RSS is the whole process (model, reader threads, "
              "GDAL cache). Load average > cores means other jobs shared the CPU during the run.")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
     if args.no_write:
         print(_table(rows))
     else:

@@ -27,10 +27,10 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same dataset as ``synth_root`` in the published zip form (``SmallMinesDS.zip``)."""
+    """The same dataset as ``synth_root`` in the published zip form (``SmallMinesDS.zip``), rendered by 2 processes."""
     from smallmines.data.synth.patches import synthesize_dataset
 
-    return synthesize_dataset(tmp_path_factory.mktemp("synth_zip"), tiles=16, seed=0, zip=True)
+    return synthesize_dataset(tmp_path_factory.mktemp("synth_zip"), tiles=16, seed=0, zip=True, workers=2)
 
 
 @pytest.fixture(scope="session")

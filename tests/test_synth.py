@@ -111,7 +111,7 @@ def test_same_seed_same_files_and_zip_holds_them(synth_root: Path, synth_zip: Pa
     with zipfile.ZipFile(synth_zip) as archive:
         zipped = {n: archive.read(n) for n in archive.namelist() if not n.endswith("/")}
     assert synth_zip.name == "SmallMinesDS.zip"
-    assert zipped == folder  # built twice, independently: byte-identical
+    assert zipped == folder  # built twice, independently (1 and 2 processes): byte-identical
     assert not (synth_zip.parent / "SmallMinesDS").exists()
 
 

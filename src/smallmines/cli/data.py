@@ -62,6 +62,8 @@ def synth(
                                                  "(0 = no scene).", min=0)] = 0,
     country: Annotated[bool, typer.Option("--country/--no-country",
                                           help="File names with the GH_ country code, or without.")] = True,
+    workers: Annotated[int, typer.Option(help="Processes rendering patches (same files for any number).",
+                                         min=1)] = 1,
 ) -> None:
     """Write a synthetic dataset in the published SmallMinesDS layout (with split files)."""
     from smallmines.data.layout import discover
@@ -71,7 +73,7 @@ def synth(
     with api_errors():
         with progress_bar("synthesising patches") as update:
             path = synthesize_dataset(output, tiles=tiles, seed=seed, country="GH" if country else None, zip=zip_,
-                                      progress=update)
+                                      progress=update, workers=workers)
         scenes = {}
         if scene_size:
             with progress_bar("synthesising scenes") as update:

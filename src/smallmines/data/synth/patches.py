@@ -150,32 +150,61 @@ class _ZipSink:
         self.archive.writestr(zipfile.ZipInfo(member, ZIP_DATE), data)
 
 
+def _render_tile(seed: int, years: Sequence[int], country: str | None, tile: int, origin: tuple[int, int],
+                 holes: tuple[int, ...]) -> list[tuple[int, str, float, list[tuple[str, bytes]]]]:
+    """Render one tile in every year: ``(year, image name, mining %, [(member, GeoTIFF bytes)])``."""
+    row, col = origin
+    transform = region_transform(row, col)
+    rendered = _render_years(_Grid(row, col, PATCH_SIZE, PATCH_SIZE), seed, years)
+    out = []
+    for year, (image, mask) in rendered.items():
+        if year in holes:
+            hole = _nodata_region(seed, year, tile)
+            image[:, hole] = IMAGE_NODATA
+            mask[hole] = MASK_NODATA
+        valid = mask != MASK_NODATA
+        name = image_name(tile, year, country)
+        share = 100.0 * float(mask[valid].sum()) / float(valid.sum())
+        out.append((year, name, share, [
+            (f"{DATASET_DIR}/{year}/IMAGE/{name}", _tif_bytes(image, transform, IMAGE_NODATA, BAND_NAMES)),
+            (f"{DATASET_DIR}/{year}/MASK/{mask_name(tile, year, country)}",
+             _tif_bytes(mask[None], transform, MASK_NODATA, ("mining",)))]))
+    return out
+
+
 def _write_patches(sink: _FolderSink | _ZipSink, origins: list[tuple[int, int]], seed: int,
                    years: Sequence[int], country: str | None,
-                   progress: Progress | None) -> dict[int, dict[str, float]]:
-    """Render and write every patch; returns year -> image name -> mining percentage."""
+                   progress: Progress | None, workers: int = 1) -> dict[int, dict[str, float]]:
+    """Render and write every patch; returns year -> image name -> mining percentage.
+
+    With ``workers > 1`` tiles are rendered in that many processes; they are written in tile order by
+    this one, so the files do not depend on ``workers``.
+    """
     nodata_tiles = {year: _nodata_tiles(seed, year, len(origins)) for year in years}
     shares: dict[int, dict[str, float]] = {year: {} for year in years}
     done, total = 0, len(origins) * len(years)
-    for index, (row, col) in enumerate(origins):
-        tile = index + 1
-        transform = region_transform(row, col)
-        rendered = _render_years(_Grid(row, col, PATCH_SIZE, PATCH_SIZE), seed, years)
-        for year, (image, mask) in rendered.items():
-            if index in nodata_tiles[year]:
-                hole = _nodata_region(seed, year, tile)
-                image[:, hole] = IMAGE_NODATA
-                mask[hole] = MASK_NODATA
-            valid = mask != MASK_NODATA
-            name = image_name(tile, year, country)
-            shares[year][name] = 100.0 * float(mask[valid].sum()) / float(valid.sum())
-            sink.put(f"{DATASET_DIR}/{year}/IMAGE/{name}",
-                     _tif_bytes(image, transform, IMAGE_NODATA, BAND_NAMES))
-            sink.put(f"{DATASET_DIR}/{year}/MASK/{mask_name(tile, year, country)}",
-                     _tif_bytes(mask[None], transform, MASK_NODATA, ("mining",)))
-            done += 1
-            if progress:
-                progress(done, total)
+    jobs = [(seed, tuple(years), country, index + 1, origin,
+             tuple(year for year in years if index in nodata_tiles[year])) for index, origin in enumerate(origins)]
+    pool = None
+    if workers > 1 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn"))
+    try:
+        results = (pool.map(_render_tile, *zip(*jobs, strict=True), chunksize=4) if pool
+                   else (_render_tile(*job) for job in jobs))
+        for rendered in results:
+            for year, name, share, members in rendered:
+                shares[year][name] = share
+                for member, data in members:
+                    sink.put(member, data)
+                done += 1
+                if progress:
+                    progress(done, total)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     return shares
 
 
@@ -196,7 +225,7 @@ def _check_years(years: Sequence[int]) -> tuple[int, ...]:
 
 def synthesize_dataset(out: str | Path, tiles: int = 256, seed: int = 0,
                        years: Sequence[int] = (2016, 2022), country: str | None = "GH",
-                       zip: bool = False, progress: Progress | None = None) -> Path:
+                       zip: bool = False, progress: Progress | None = None, workers: int = 1) -> Path:
     """Write a synthetic SmallMinesDS in the published layout.
 
     Writes ``SmallMinesDS/{YEAR}/IMAGE/IMG_GH_TTTT_YYYY.tif`` (float32, 13 x 128 x 128, nodata
@@ -214,6 +243,7 @@ def synthesize_dataset(out: str | Path, tiles: int = 256, seed: int = 0,
         country: country code in file names (``None`` gives ``IMG_0001_2016.tif``).
         zip: write one ``SmallMinesDS.zip`` instead of folders.
         progress: called as ``progress(done, total)`` after each patch (image and mask) is written.
+        workers: processes rendering tiles (the files are the same for any number).
 
     Returns:
         ``out`` for folders, or the path of the zip.
@@ -232,12 +262,12 @@ def synthesize_dataset(out: str | Path, tiles: int = 256, seed: int = 0,
             partial = staging / target.name
             with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as archive:
                 sink = _ZipSink(archive)
-                shares = _write_patches(sink, origins, seed, years, country, progress)
+                shares = _write_patches(sink, origins, seed, years, country, progress, workers)
                 _write_splits(sink, shares, seed, staging)
             os.replace(partial, target)
             return target
         sink = _FolderSink(staging / "tree")
-        shares = _write_patches(sink, origins, seed, years, country, progress)
+        shares = _write_patches(sink, origins, seed, years, country, progress, workers)
         _write_splits(sink, shares, seed, staging)
         for folder in (DATASET_DIR, SPLITS_DIR):
             if (out / folder).exists():
