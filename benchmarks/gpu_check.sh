@@ -54,19 +54,19 @@ bench_map._base_tile(p / 'tile.tif')"
 tile_pid=$!
 
 stage "CUDA tests"
-timeout 170 $PY -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -25
+timeout 150 $PY -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -25
 
 stage "waiting for the data"
 wait $data_pid; echo "data: exit $?"; cat "$WORK/data.log" | tail -5
 
 stage "training throughput (fit first, then the authors' recipe and the ceiling)"
-timeout 250 $PY benchmarks/bench_gpu.py --pack "$WORK/data.smpack" --files "$WORK/data" --out "$OUT" --epochs 5 \
+timeout 240 $PY benchmarks/bench_gpu.py --pack "$WORK/data.smpack" --files "$WORK/data" --out "$OUT" --epochs 5 \
   --workers 8 2>&1 | grep -v "^INFO\|LeafSpec\|litlogger\|Tip:" | tail -40
 echo "bench_gpu: exit ${PIPESTATUS[0]}"
 
 stage "mapping throughput"
 wait $tile_pid; tail -2 "$WORK/tile.log"
-GDAL_CACHEMAX=64 timeout 160 $PY benchmarks/bench_map.py --devices cuda --sizes 4096 16384 --backends torch \
+GDAL_CACHEMAX=64 timeout 150 $PY benchmarks/bench_map.py --devices cuda --sizes 4096 16384 --backends torch \
   --encoder resnet50 --gpu-window 2048 --gpu-batch 4 --readers 16 --workdir "$WORK/map" --json "$OUT/map.json" \
   --no-write 2>&1 | tail -20
 echo "bench_map: exit ${PIPESTATUS[0]}"
