@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader
 import smallmines  # noqa: F401  (torchvision shim before smp)
 from smallmines.bands import BAND_NAMES, parse_bands
 from smallmines.data.dataset import SmallMinesDS
+from smallmines.data.stats import BandStats
 from smallmines.models.registry import build_model
 from smallmines.training import trainer as trainer_module
 from smallmines.training.datamodule import SmallMinesDataModule
@@ -64,12 +65,20 @@ def _event_time(fn, steps: int, warmup: int) -> float:
     return start.elapsed_time(end) / 1000 / steps
 
 
-def authors(files: Path, pack: Path, workers: int, steps: int) -> dict[str, Any]:
-    """Patches/s of the authors' recipe (per-file reads, batch 4, 16-mixed, 6 bands, encoder trained)."""
+def authors(files: Path, pack: Path | None, workers: int, steps: int) -> dict[str, Any]:
+    """Patches/s of the authors' recipe (per-file reads, batch 4, 16-mixed, 6 bands, encoder trained).
+
+    The z-score statistics come from the pack when given; otherwise 0/1 (the speed is the same).
+    """
     device = torch.device("cuda")
-    dm = SmallMinesDataModule(pack, bands="official6")  # statistics only (the same patches as the files)
-    dm.setup("fit")
-    dataset = SmallMinesDS(files, split="train", bands="official6", stats=dm.stats, augment=True)
+    channels = parse_bands("official6")
+    if pack is not None:
+        dm = SmallMinesDataModule(pack, bands="official6")
+        dm.setup("fit")
+        stats = dm.stats
+    else:
+        stats = BandStats(channels, (0.0,) * len(channels), (1.0,) * len(channels))
+    dataset = SmallMinesDS(files, split="train", bands="official6", stats=stats, augment=True)
     loader = DataLoader(dataset, batch_size=4, shuffle=True, num_workers=workers, persistent_workers=True,
                         pin_memory=True, drop_last=True)
     model = build_model("unet", parse_bands("official6"), encoder="resnet50").to(device)
@@ -100,14 +109,14 @@ def authors(files: Path, pack: Path, workers: int, steps: int) -> dict[str, Any]
     return {"patches_per_s": rate, "batch_size": 4, "workers": workers, "bands": "official6", "steps": steps}
 
 
-def ceiling(batch: int, compiled: bool, steps: int) -> dict[str, Any]:
+def ceiling(batch: int, compiled: bool, steps: int, fused: bool = False) -> dict[str, Any]:
     """Training and inference patches/s of U-Net ResNet50 on 13 bands with the batch already on the GPU."""
     device = torch.device("cuda")
     torch.manual_seed(0)
     model = build_model("unet", BAND_NAMES, encoder="resnet50").to(device, memory_format=torch.channels_last)
     if compiled:
         model.compile()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
     loss = CombinedLoss({"ce": 1.0, "dice": 1.0}, class_weights=[0.1, 0.9]).to(device)
     x = torch.randn(batch, 13, 128, 128, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 2, (batch, 128, 128), device=device)
@@ -129,7 +138,7 @@ def ceiling(batch: int, compiled: bool, steps: int) -> dict[str, Any]:
             model(x)
 
     infer_s = _event_time(infer, steps, warmup=3)
-    return {"compiled": compiled, "batch_size": batch, "train_patches_per_s": batch / train,
+    return {"compiled": compiled, "fused_adamw": fused, "batch_size": batch, "train_patches_per_s": batch / train,
             "inference_patches_per_s": batch / infer_s, "seconds_with_warmup": time.perf_counter() - start}
 
 
@@ -170,7 +179,8 @@ class _Busy:
 def _kernel_union_seconds(prof: Any) -> float:
     """Seconds in which at least one CUDA kernel ran (union of the kernels' intervals)."""
     intervals = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
-                       if e.device_type == torch.autograd.DeviceType.CUDA)
+                       if e.device_type == torch.autograd.DeviceType.CUDA
+                       and not getattr(e, "is_user_annotation", False) and "#" not in e.name)
     total, current = 0.0, None
     for start, end in intervals:
         if current is None or start > current[1]:
@@ -212,8 +222,10 @@ def fit_run(pack: Path, epochs: int, out: Path, preset: str = "unet-r50-all13",
                 prof.__exit__(None, None, None)
                 self._prof = None
                 wall = end - self._t0
+                averages = prof.key_averages()
                 profiled.update(epoch=self._epoch, wall_s=wall, kernel_s=_kernel_union_seconds(prof),
-                                table=prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30))
+                                table=averages.table(sort_by="self_cuda_time_total", row_limit=25) + "\n\n"
+                                + averages.table(sort_by="self_cpu_time_total", row_limit=40))
 
     original = trainer_module.EpochTimer
     trainer_module.EpochTimer = Timer
@@ -235,50 +247,54 @@ def fit_run(pack: Path, epochs: int, out: Path, preset: str = "unet-r50-all13",
             "preset": preset, "overrides": list(overrides), "precision": s["precision"], "seconds": s["seconds"],
             "gpu_busy_nvml_pct": busy.mean(steady), "gpu_busy_profiler_pct": None if busy_profiled is None
             else 100 * busy_profiled, "profiled_epoch": profiled.get("epoch"),
+            "profiled_wall_s": profiled.get("wall_s"), "profiled_kernel_s": profiled.get("kernel_s"),
             "profile_table": profiled.get("table"), "val_iou_mining": s.get("val", {}).get("iou_mining")}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pack", type=Path, required=True, help="the .smpack of the dataset (fit)")
+    parser.add_argument("--pack", type=Path, help="the .smpack of the dataset (fit; the authors' statistics)")
     parser.add_argument("--files", type=Path, required=True, help="the dataset's files (authors' per-file reads)")
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json and the profile")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the authors' recipe")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["authors", "ceiling", "fit"])
+    parser.add_argument("--only", nargs="+", default=["fit", "authors", "ceiling"],
+                        choices=["authors", "ceiling", "fit"], help="measurements to run, in this order")
+    parser.add_argument("--authors-steps", type=int, default=300)
+    parser.add_argument("--results", default="train_results.json", help="file name of the results under --out")
     parser.add_argument("--preset", default="unet-r50-all13", help="what fit trains")
     parser.add_argument("--set", nargs="*", default=[], help="overrides of fit's configuration")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                                "torch": torch.__version__}
-    path = args.out / "train_results.json"
+    path = args.out / args.results
 
     def save() -> None:
         path.write_text(json.dumps(results, indent=1, default=str))
 
-    if "fit" not in args.skip:
-        with tempfile.TemporaryDirectory() as tmp:
-            results["fit"] = fit_run(args.pack, args.epochs, Path(tmp) / "run", args.preset, tuple(args.set))
-        table = results["fit"].pop("profile_table")
-        if table:
-            (args.out / "fit_profile.txt").write_text(table)
-        f = results["fit"]
-        print(f"fit {args.preset}: {f['patches_per_s']:.0f} patches/s (epochs {f['per_epoch_patches_per_s']}), "
-              f"GPU busy {f['gpu_busy_nvml_pct']}% (NVML), {f['gpu_busy_profiler_pct']}% (profiler, epoch "
-              f"{f['profiled_epoch']})", flush=True)
+    for what in args.only:
+        if what == "fit":
+            with tempfile.TemporaryDirectory() as tmp:
+                results["fit"] = fit_run(args.pack, args.epochs, Path(tmp) / "run", args.preset, tuple(args.set))
+            table = results["fit"].pop("profile_table")
+            if table:
+                (args.out / args.results.replace(".json", "_profile.txt")).write_text(table)
+            f = results["fit"]
+            print(f"fit {args.preset} {' '.join(args.set)}: {f['patches_per_s']:.0f} patches/s (epochs "
+                  f"{f['per_epoch_patches_per_s']}), GPU busy {f['gpu_busy_nvml_pct']}% (NVML), "
+                  f"{f['gpu_busy_profiler_pct']}% (profiler, epoch {f['profiled_epoch']})", flush=True)
+        elif what == "authors":
+            results["authors"] = authors(args.files, args.pack, args.workers, steps=args.authors_steps)
+            print(f"authors' recipe: {results['authors']['patches_per_s']:.1f} patches/s", flush=True)
+        else:
+            for compiled, fused in ((False, False), (False, True), (True, False)):
+                key = "ceiling_" + ("compiled" if compiled else "eager") + ("_fused" if fused else "")
+                results[key] = ceiling(128, compiled, steps=20, fused=fused)
+                print(f"{key}: train {results[key]['train_patches_per_s']:.0f} patches/s, inference "
+                      f"{results[key]['inference_patches_per_s']:.0f} patches/s (batch 128)", flush=True)
+                save()
         save()
-    if "authors" not in args.skip:
-        results["authors"] = authors(args.files, args.pack, args.workers, steps=300)
-        print(f"authors' recipe: {results['authors']['patches_per_s']:.1f} patches/s", flush=True)
-        save()
-    if "ceiling" not in args.skip:
-        for compiled in (False, True):
-            key = "ceiling_compiled" if compiled else "ceiling_eager"
-            results[key] = ceiling(128, compiled, steps=20)
-            print(f"{key}: train {results[key]['train_patches_per_s']:.0f} patches/s, inference "
-                  f"{results[key]['inference_patches_per_s']:.0f} patches/s (batch 128)", flush=True)
-            save()
     if "fit" in results and "authors" in results and results["fit"]["patches_per_s"]:
         results["ratio_fit_over_authors"] = results["fit"]["patches_per_s"] / results["authors"]["patches_per_s"]
         print(f"ratio: {results['ratio_fit_over_authors']:.1f}x the authors' recipe", flush=True)
