@@ -22,7 +22,7 @@ STAGES = (
     ("mapping",),
     ("analysis",),
     ("report",),
-    ("demo", "monitor", "cli"),
+    ("demo", "monitor", "cli", "__main__"),
 )
 LAYER = {name: rank for rank, names in enumerate(STAGES) for name in names}
 MAX_LINES = 800

@@ -96,7 +96,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "unet": save_tiny(root / "unet.pt", card_for(data, BAND_NAMES, "unet", TINY_UNET, threshold=0.55))}
 
 
-@pytest.mark.parametrize("precision, tolerance", [("fp32", 2e-3), ("bf16", 3e-2)])
+# fp32 on the GPU still runs cuDNN convolutions in TF32 (PyTorch's default): 3.1e-3 was seen on an H200
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 5e-3), ("bf16", 3e-2)])
 def test_batched_gpu_map_equals_the_cpu_map(scene: dict[str, Path], precision: str, tolerance: float) -> None:
     cpu = map_scene(scene["unet"], scene["root"] / "cpu", stacked=scene["stacked"], device="cpu", batch_size=1,
                     **TILING)
@@ -125,3 +126,13 @@ def test_onnx_on_the_cuda_provider(scene: dict[str, Path]) -> None:
                     batch_size=4, **TILING)
     assert gpu.summary["backend"]["engine"] == "onnxruntime"
     np.testing.assert_allclose(_read(gpu.probability), _read(cpu.probability), atol=2e-3)
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam"])
+def test_the_optimizer_is_fused_on_the_gpu_only(name: str) -> None:
+    from smallmines.training.task import SegmentationTask
+
+    for device, fused in (("cpu", None), ("cuda", True)):
+        network = torch.nn.Conv2d(3, 2, 3).to(device)
+        task = SegmentationTask(network, {}, {"terms": {"ce": 1.0}}, {"name": name, "lr": 1e-3, "scheduler": "none"})
+        assert task.configure_optimizers().defaults["fused"] is fused, device

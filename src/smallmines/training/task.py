@@ -101,7 +101,11 @@ class SegmentationTask(L.LightningModule):
         if name == "sgd":
             optimizer = torch.optim.SGD(params, lr=lr, momentum=float(cfg.get("momentum", 0.9)), weight_decay=wd)
         else:
-            optimizer = (torch.optim.AdamW if name == "adamw" else torch.optim.Adam)(params, lr=lr, weight_decay=wd)
+            # one fused kernel for all parameters on a GPU: measured 1.39x faster training steps of U-Net
+            # ResNet50 at batch 128 on an H200 (BENCHMARKS.md), where per-tensor launches starve the GPU
+            fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+            optimizer = (torch.optim.AdamW if name == "adamw" else torch.optim.Adam)(params, lr=lr, weight_decay=wd,
+                                                                                  fused=fused or None)
         scheduler = cfg.get("scheduler", "none")
         if scheduler == "none":
             return optimizer
