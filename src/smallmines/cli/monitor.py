@@ -19,8 +19,10 @@ def register(app: typer.Typer) -> None:
     def monitor(
         aoi: Annotated[str | None, typer.Argument(help="Area: a vector file or a bbox W,S,E,N in degrees (after "
                                                        "-- when W is negative).", show_default=False)] = None,
-        years: Annotated[str, typer.Option(help="Two or more years, comma-separated (change between the first "
-                                                "and the last).", show_default=False)] = ...,
+        years: Annotated[list[str], typer.Option(help="Two or more years: --years 2016,2019,2022 (or --years "
+                                                      "repeated). Change between the first and the last; three or "
+                                                      "more also give the history per year.",
+                                                 show_default=False)] = ...,
         model: Annotated[Path, typer.Option(help="Model file: model.pt, .ckpt or .onnx.", exists=True,
                                             dir_okay=False, show_default=False)] = ...,
         output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path("monitor"),
@@ -32,6 +34,9 @@ def register(app: typer.Typer) -> None:
                                                           "tables and the report map.", exists=True,
                                                      dir_okay=False)] = None,
         context_field: Annotated[str | None, typer.Option(help="Attribute naming the context polygons.")] = None,
+        confirm: Annotated[int, typer.Option(help="With three or more years: consecutive maps mining must be seen "
+                                                  "in to count (2 drops one-year flickers; 1 keeps the maps as "
+                                                  "they are).", min=1)] = 2,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     ) -> None:
         """Fetch each year's scene, map mining, measure the change and write one report.
@@ -46,16 +51,28 @@ def register(app: typer.Typer) -> None:
             from smallmines.monitor import run_monitor
 
             result = run_monitor(aoi or bbox, years, model, output, stac=stac, months=months, context=context,
-                                 context_field=context_field,
+                                 context_field=context_field, confirm=confirm,
                                  step=lambda text: console.print(f"[bold cyan]>>[/] {escape(text)}"))
         table = Table(title=f"monitor written to {escape(str(result.out))}", show_edge=False, header_style="bold")
-        for column in ("year", "mined ha", "S2 items", "clear pixels"):
+        history = result.history.table.set_index("year") if result.history is not None else None
+        columns = ["year", "mined ha (as mapped)", "S2 items", "clear pixels"]
+        if history is not None:
+            columns[2:2] = [f"mined ha (confirm {result.history.confirm})", "new ha"]
+        for column in columns:
             table.add_column(column, justify="right")
         for year, mapped in result.maps.items():
             record = result.scenes[year].record
-            table.add_row(str(year), f"{mapped.mined_area_ha:,.1f}", str(len(record["items"]["s2"])),
-                          f"{100 * record['sentinel2']['clear_pixel_share']:.1f} %")
+            row = [str(year), f"{mapped.mined_area_ha:,.1f}", str(len(record["items"]["s2"])),
+                   f"{100 * record['sentinel2']['clear_pixel_share']:.1f} %"]
+            if history is not None:
+                new = history.loc[year, "new_ha"]
+                row[2:2] = [f"{history.loc[year, 'mined_ha']:,.1f}", "" if new != new else f"{new:,.1f}"]
+            table.add_row(*row)
         out.print(table)
         s = result.change.summary
-        out.print(f"net growth {s['year_a']}-{s['year_b']}: [bold]{s['net_growth_ha']:+,.1f} ha[/]; "
+        first_seen = ""
+        if history is not None:
+            first_seen = (f"; ever mined {result.history.summary['ever_mined_ha']:,.1f} ha "
+                          f"(first_year.tif / last_year.tif: year each pixel was first and last seen mined)")
+        out.print(f"net growth {s['year_a']}-{s['year_b']}: [bold]{s['net_growth_ha']:+,.1f} ha[/]{first_seen}; "
                   f"report: {escape(str(result.report))}")
