@@ -252,6 +252,20 @@ def build_items(folder: Path) -> list[dict[str, Any]]:
     return items
 
 
+def build_year(folder: Path, year: int) -> list[dict[str, Any]]:
+    """Items of one more January (two S2 items of the baseline of that time, three S1 dates), same ground."""
+    surface = truth()
+    baseline = "04.00" if year >= 2022 else "02.14"
+    items = [_s2_item(folder, f"S2A_MSIL2A_{year}0110T104431_R008_T30NWN", datetime(year, 1, 10, 10, 44), baseline,
+                      surface, {}),
+             _s2_item(folder, f"S2B_MSIL2A_{year}0120T104431_R008_T30NWN", datetime(year, 1, 20, 10, 44), baseline,
+                      surface, {"clouds": [(*CLOUD, 9, 9000)]})]
+    for i, day in enumerate((4, 16, 28)):
+        items.append(_s1_item(folder, f"S1A_IW_GRDH_1SDV_{year}01{day:02d}T182011_rtc", datetime(year, 1, day, 18),
+                              surface, seed=year * 10 + i, swath=False))
+    return items
+
+
 def write_item_collection(folder: Path, items: list[dict[str, Any]] | None = None) -> Path:
     """An ItemCollection JSON of the items (built when not given) in ``folder``."""
     items = build_items(folder / "assets") if items is None else items

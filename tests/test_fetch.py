@@ -530,6 +530,39 @@ def test_monitor_goes_from_an_area_to_a_report(tmp_path: Path, catalogue: Path, 
     assert "Change 2016" in html and "Per zone" in html and "Interactive map" in html
 
 
+def test_monitor_with_three_years_traces_the_history(tmp_path: Path, items: list[dict[str, Any]],
+                                                    no_signing: None) -> None:
+    from _scene_data import card_for, save_tiny
+    from _stac_data import build_year
+
+    from smallmines.data.synth.world import render
+
+    catalogue = write_item_collection(tmp_path / "stac", items + build_year(tmp_path / "stac" / "2019", 2019))
+    spots = range(0, 12160 - 64, 12160 // 6)
+    reference = np.concatenate([render(row, col, 64, 64, 2022, 0)[0] for row in spots for col in spots], axis=2)
+    model = save_tiny(tmp_path / "model.pt", card_for(reference, BAND_NAMES))
+    out = tmp_path / "monitor"
+    result = CliRunner().invoke(app, ["monitor", "--bbox", ",".join(map(str, aoi_bounds())), "--years",
+                                      "2016,2022", "--years", "2019", "--model", str(model), "--stac", str(catalogue),
+                                      "--confirm", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "tracing the history 2016, 2019, 2022" in result.output and "new ha" in result.output
+    assert "ever mined" in result.output
+    history = (out / "change" / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["2016", "2019", "2022"]
+    assert (out / "change" / "first_year.tif").is_file() and (out / "change" / "last_year.tif").is_file()
+    summary = json.loads((out / "change" / "summary.json").read_text())
+    assert summary["year_a"] == 2016 and summary["year_b"] == 2022 and summary["history"]["confirm"] == 2
+    html = (out / "report.html").read_text()
+    assert "<h3>History</h3>" in html and "Change 2016" in html and "Countries (Natural Earth)" in html
+    # two of those years again: today's first-to-last comparison, and no stale history in the report
+    from smallmines.monitor import run_monitor
+
+    again = run_monitor(",".join(map(str, aoi_bounds())), [2016, 2022], model, out, stac=catalogue, chunk=CHUNK)
+    assert again.history is None and not (out / "change" / "history.csv").exists()
+    assert "<h3>History</h3>" not in again.report.read_text()
+
+
 def test_cli_monitor_needs_two_years(tmp_path: Path, catalogue: Path) -> None:
     model = tmp_path / "model.pt"
     model.write_bytes(b"not read")
