@@ -351,6 +351,35 @@ def test_bands_are_found_by_eo_bands_not_by_keys(tmp_path: Path, items: list[dic
     np.testing.assert_array_equal(_read(result.files["s2"])[0], _read(fetched.files["s2"])[0])
 
 
+@pytest.mark.parametrize("on_asset", [False, True], ids=["bands", "fields-on-asset"])
+def test_stac_1_1_items_with_bands_instead_of_eo_bands(tmp_path: Path, items: list[dict[str, Any]], fetched: Any,
+                                                        no_signing: None, on_asset: bool) -> None:
+    """Earth Search v1 and the Planetary Computer move to STAC 1.1: ``bands`` with ``eo:common_name``."""
+    from _stac_data import stac_1_1
+
+    from smallmines.acquire.catalog import s2_assets
+
+    newer = [stac_1_1(item, single_band_on_asset=on_asset) for item in items]
+    s2 = next(i for i in newer if i["collection"] == "sentinel-2-l2a")
+    assert "eo:bands" not in json.dumps(s2) and "eo:center_wavelength" in json.dumps(s2)
+    s1 = next(i for i in newer if i["collection"] == "sentinel-1-rtc")
+    assert s1["assets"]["vv"].get("nodata", s1["assets"]["vv"].get("bands", [{}])[0].get("nodata")) == -32768
+    import pystac
+
+    assert s2_assets(pystac.Item.from_dict(s2))["rededge4"] == "B8A"
+    # names that say nothing: the eo:center_wavelength inside ``bands`` decides, as eo:bands' would
+    for key, asset in s2["assets"].items():
+        for band in asset.get("bands", []):
+            band["name"] = f"band-{key}"
+        if "eo:center_wavelength" in asset:
+            asset.pop("eo:common_name", None)
+    assert s2_assets(pystac.Item.from_dict(s2))["rededge1"] == "B05"
+    if on_asset:  # one full fetch is enough to show the loaders read nodata and grids from the new fields
+        result = fetch(aoi_bounds(), 2022, tmp_path / "out", stac=write_item_collection(tmp_path, newer),
+                       chunk=CHUNK)
+        assert np.array_equal(_read(result.scene)[0], _read(fetched.scene)[0], equal_nan=True)
+
+
 def test_static_catalog_with_relative_hrefs(tmp_path: Path, items: list[dict[str, Any]], fetched: Any,
                                             no_signing: None) -> None:
     import pystac
