@@ -380,6 +380,26 @@ def test_stac_1_1_items_with_bands_instead_of_eo_bands(tmp_path: Path, items: li
         assert np.array_equal(_read(result.scene)[0], _read(fetched.scene)[0], equal_nan=True)
 
 
+def test_sentinel1_from_a_second_catalogue(tmp_path: Path, items: list[dict[str, Any]], fetched: Any,
+                                           no_signing: None) -> None:
+    """Earth Search serves no Sentinel-1 RTC: --s1-stac takes it from another catalogue."""
+    from smallmines.acquire.catalog import open_catalogue
+
+    with pytest.raises(CatalogError, match="serves no Sentinel-1 RTC collection.*--s1-stac planetary-computer"):
+        open_catalogue("earth-search").search("s1", aoi_bounds(), datetime(2022, 1, 1), datetime(2022, 1, 31))
+    s1 = [i for i in items if i["collection"] == "sentinel-1-rtc"]
+    (tmp_path / "rest").mkdir()
+    (tmp_path / "s1").mkdir()
+    rest = write_item_collection(tmp_path / "rest", [i for i in items if i["collection"] != "sentinel-1-rtc"])
+    with pytest.raises(CatalogError, match="no Sentinel-1 RTC item"):
+        fetch(aoi_bounds(), 2022, tmp_path / "none", stac=rest, chunk=CHUNK)
+    result = fetch(aoi_bounds(), 2022, tmp_path / "out", stac=rest, s1_stac=write_item_collection(tmp_path / "s1", s1),
+                   chunk=CHUNK)
+    assert np.array_equal(_read(result.scene)[0], _read(fetched.scene)[0], equal_nan=True)
+    assert result.record["s1_catalogue"]["stac"].endswith("items.json") and "s1" in str(
+        result.record["s1_catalogue"]["stac"])
+
+
 def test_static_catalog_with_relative_hrefs(tmp_path: Path, items: list[dict[str, Any]], fetched: Any,
                                             no_signing: None) -> None:
     import pystac

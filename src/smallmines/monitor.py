@@ -66,6 +66,7 @@ def run_monitor(aoi: str | Path | tuple[float, float, float, float], years: str 
                 model: str | Path, out: str | Path, *, stac: str | Path = "planetary-computer",
                 months: str | int = "1", statistic: str = "median", context: str | Path | None = None,
                 context_field: str | None = None, confirm: int = 2, chunk: int = 512,
+                s1_stac: str | Path | None = None,
                 map_options: dict[str, Any] | None = None,
                 step: Callable[[str], None] | None = None) -> MonitorResult:
     """Fetch, map, compare and report an area over several years.
@@ -85,6 +86,7 @@ def run_monitor(aoi: str | Path | tuple[float, float, float, float], years: str 
         confirm: with three or more years, consecutive maps a run of mining needs to count
             (see :mod:`smallmines.analysis.history`; 1 keeps every map as mapped).
         chunk: Dask chunk side of the fetch.
+        s1_stac: another catalogue for Sentinel-1 RTC (``"planetary-computer"`` with ``stac="earth-search"``).
         map_options: extra keyword arguments of :func:`smallmines.mapping.mapper.map_scene`.
         step: called with a short description as each step starts.
 
@@ -116,7 +118,7 @@ def run_monitor(aoi: str | Path | tuple[float, float, float, float], years: str 
     for year in chosen:
         say(f"fetching {year} from {stac}")
         result.scenes[year] = fetch(aoi, year, out / "scenes" / str(year), stac=stac, months=months,
-                                    statistic=statistic, chunk=chunk)
+                                    statistic=statistic, chunk=chunk, s1_stac=s1_stac)
         say(f"mapping {year}")
         result.maps[year] = map_scene(None if onnx else model_path, out / "maps" / str(year),
                                       stacked=result.scenes[year].scene, aoi=vector_aoi, onnx=onnx,

@@ -73,7 +73,9 @@ class Catalogue:
         collection = self.collections.get(sensor)
         if collection is None:
             raise CatalogError(f"catalogue {self.name!r} serves no {SENSORS[sensor]} collection; use --stac "
-                               "planetary-computer, a STAC API that has one, or a local catalogue")
+                               "planetary-computer, a STAC API that has one, or a local catalogue"
+                               + (", or take Sentinel-1 from another one with --s1-stac planetary-computer"
+                                  if sensor == "s1" else ""))
         return self.search_items(collection, bbox, start, end)
 
     def describe(self) -> dict[str, Any]:

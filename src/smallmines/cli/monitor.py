@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
         bbox: Annotated[str | None, typer.Option(help="The area as a bbox W,S,E,N in degrees instead of AOI.")] = None,
         stac: Annotated[str, typer.Option(help="planetary-computer, earth-search, a STAC API URL, or a local "
                                                "catalog.json / ItemCollection JSON.")] = "planetary-computer",
+        s1_stac: Annotated[str | None, typer.Option(help="Take Sentinel-1 RTC from this catalogue instead: "
+                                                         "--stac earth-search --s1-stac planetary-computer.")] = None,
         months: Annotated[str, typer.Option(help="Months of each year's window: 1, 1-3, 12-2.")] = "1",
         context: Annotated[Path | None, typer.Option(help="Polygons (districts, forest reserves) for zonal "
                                                           "tables and the report map.", exists=True,
@@ -51,7 +53,7 @@ def register(app: typer.Typer) -> None:
             from smallmines.monitor import run_monitor
 
             result = run_monitor(aoi or bbox, years, model, output, stac=stac, months=months, context=context,
-                                 context_field=context_field, confirm=confirm,
+                                 context_field=context_field, confirm=confirm, s1_stac=s1_stac,
                                  step=lambda text: console.print(f"[bold cyan]>>[/] {escape(text)}"))
         table = Table(title=f"monitor written to {escape(str(result.out))}", show_edge=False, header_style="bold")
         history = result.history.table.set_index("year") if result.history is not None else None
