@@ -57,9 +57,9 @@ def register(app: typer.Typer) -> None:
                                  step=lambda text: console.print(f"[bold cyan]>>[/] {escape(text)}"))
         table = Table(title=f"monitor written to {escape(str(result.out))}", show_edge=False, header_style="bold")
         history = result.history.table.set_index("year") if result.history is not None else None
-        columns = ["year", "mined ha (as mapped)", "S2 items", "clear pixels"]
+        columns = ["year", "mined ha", "S2 items", "clear pixels"]
         if history is not None:
-            columns[2:2] = [f"mined ha (confirm {result.history.confirm})", "new ha"]
+            columns[1:2] = ["mapped ha", "mined ha", "new ha"]
         for column in columns:
             table.add_column(column, justify="right")
         for year, mapped in result.maps.items():
@@ -71,6 +71,9 @@ def register(app: typer.Typer) -> None:
                 row[2:2] = [f"{history.loc[year, 'mined_ha']:,.1f}", "" if new != new else f"{new:,.1f}"]
             table.add_row(*row)
         out.print(table)
+        if history is not None:
+            out.print(f"mapped: each map as it is; mined: seen in {result.history.confirm} consecutive maps "
+                      "(--confirm), on the pixels valid in every map; new: mined for the first time")
         s = result.change.summary
         first_seen = ""
         if history is not None:
