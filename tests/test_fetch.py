@@ -618,6 +618,14 @@ def test_cli_monitor_needs_two_years(tmp_path: Path, catalogue: Path) -> None:
     result = CliRunner().invoke(app, ["monitor", "--bbox", ",".join(map(str, aoi_bounds())), "--years", "2022",
                                       "--model", str(model), "--stac", str(catalogue), "-o", str(tmp_path / "m")])
     assert result.exit_code == 1 and "at least two years" in result.output
+    zones = tmp_path / "districts.geojson"
+    zones.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"NAME": "a"}, '
+                     '"geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}}]}')
+    result = CliRunner().invoke(app, ["monitor", "--bbox", ",".join(map(str, aoi_bounds())), "--years", "2016,2022",
+                                      "--model", str(model), "--stac", str(catalogue), "--context", str(zones),
+                                      "--context-field", "DISTRICT", "-o", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "has no field 'DISTRICT'; fields: NAME" in result.output
+    assert not (tmp_path / "m" / "scenes").exists()  # refused before any fetch
 
 
 # ---------------------------------------------------------------------------------------------

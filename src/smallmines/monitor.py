@@ -109,6 +109,10 @@ def run_monitor(aoi: str | Path | tuple[float, float, float, float], years: str 
     if context is not None and not Path(context).is_file():
         raise ConfigError(f"--context {context}: no such file; give a vector file of polygons (GeoPackage, "
                           "GeoJSON, shapefile)")
+    if context is not None:  # a bad context file fails now, not after an hour of fetching
+        from smallmines.analysis.zones import read_zones
+
+        read_zones(context, context_field)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = MonitorResult(out)
