@@ -252,6 +252,54 @@ def build_items(folder: Path) -> list[dict[str, Any]]:
     return items
 
 
+def build_year(folder: Path, year: int) -> list[dict[str, Any]]:
+    """Items of one more January (two S2 items of the baseline of that time, three S1 dates), same ground."""
+    surface = truth()
+    baseline = "04.00" if year >= 2022 else "02.14"
+    items = [_s2_item(folder, f"S2A_MSIL2A_{year}0110T104431_R008_T30NWN", datetime(year, 1, 10, 10, 44), baseline,
+                      surface, {}),
+             _s2_item(folder, f"S2B_MSIL2A_{year}0120T104431_R008_T30NWN", datetime(year, 1, 20, 10, 44), baseline,
+                      surface, {"clouds": [(*CLOUD, 9, 9000)]})]
+    for i, day in enumerate((4, 16, 28)):
+        items.append(_s1_item(folder, f"S1A_IW_GRDH_1SDV_{year}01{day:02d}T182011_rtc", datetime(year, 1, day, 18),
+                              surface, seed=year * 10 + i, swath=False))
+    return items
+
+
+def stac_1_1(item: dict[str, Any], single_band_on_asset: bool = False) -> dict[str, Any]:
+    """The same item in the STAC 1.1 form (eo v2, raster v2, projection v2) that catalogues move to.
+
+    ``eo:bands`` and ``raster:bands`` merge into ``bands`` whose entries carry ``eo:common_name``,
+    ``eo:center_wavelength``, ``nodata`` and ``data_type``; ``proj:epsg`` becomes ``proj:code``. With
+    ``single_band_on_asset`` a one-band asset holds those fields itself, as STAC 1.1 recommends.
+    """
+    out = json.loads(json.dumps(item))
+    out["stac_version"] = "1.1.0"
+    out["stac_extensions"] = ["https://stac-extensions.github.io/eo/v2.0.0/schema.json",
+                              "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+                              "https://stac-extensions.github.io/raster/v2.0.0/schema.json",
+                              "https://stac-extensions.github.io/sat/v1.0.0/schema.json"]
+    props = out["properties"]
+    if "proj:epsg" in props:
+        props["proj:code"] = f"EPSG:{props.pop('proj:epsg')}"
+    for asset in out["assets"].values():
+        eo = asset.pop("eo:bands", None) or []
+        raster = asset.pop("raster:bands", None) or []
+        merged = []
+        for i in range(max(len(eo), len(raster))):
+            band: dict[str, Any] = {}
+            for key, value in (eo[i] if i < len(eo) else {}).items():
+                band[key if key in ("name", "description") else f"eo:{key}"] = value
+            for key, value in (raster[i] if i < len(raster) else {}).items():
+                band[key if key in ("nodata", "data_type", "unit") else f"raster:{key}"] = value
+            merged.append(band)
+        if merged and single_band_on_asset and len(merged) == 1:
+            asset.update({k: v for k, v in merged[0].items() if k != "name"})
+        elif merged:
+            asset["bands"] = merged
+    return out
+
+
 def write_item_collection(folder: Path, items: list[dict[str, Any]] | None = None) -> Path:
     """An ItemCollection JSON of the items (built when not given) in ``folder``."""
     items = build_items(folder / "assets") if items is None else items

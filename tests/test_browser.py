@@ -136,8 +136,9 @@ def test_map_renders_its_layers(chromium, report, tmp_path):
               for kind in ("radio", "checkbox")}
     assert labels["radio"] == ["True colour 2016", "True colour 2022"]
     assert labels["checkbox"] == ["Mining probability 2016", "Mines 2016", "Mining probability 2022", "Mines 2022",
-                                  "Change 2016\u20132022", "Zones"]
+                                  "Change 2016\u20132022", "Countries (Natural Earth)", "Zones"]
     assert re.search(r'<path[^>]*class="leaflet-interactive"', dom), "the zone outline is not drawn"
+    assert "Countries: Natural Earth (public domain)" in dom  # the embedded outlines are credited
 
 
 def test_screenshot_shows_the_map(chromium, report, tmp_path):

@@ -351,6 +351,55 @@ def test_bands_are_found_by_eo_bands_not_by_keys(tmp_path: Path, items: list[dic
     np.testing.assert_array_equal(_read(result.files["s2"])[0], _read(fetched.files["s2"])[0])
 
 
+@pytest.mark.parametrize("on_asset", [False, True], ids=["bands", "fields-on-asset"])
+def test_stac_1_1_items_with_bands_instead_of_eo_bands(tmp_path: Path, items: list[dict[str, Any]], fetched: Any,
+                                                        no_signing: None, on_asset: bool) -> None:
+    """Earth Search v1 and the Planetary Computer move to STAC 1.1: ``bands`` with ``eo:common_name``."""
+    from _stac_data import stac_1_1
+
+    from smallmines.acquire.catalog import s2_assets
+
+    newer = [stac_1_1(item, single_band_on_asset=on_asset) for item in items]
+    s2 = next(i for i in newer if i["collection"] == "sentinel-2-l2a")
+    assert "eo:bands" not in json.dumps(s2) and "eo:center_wavelength" in json.dumps(s2)
+    s1 = next(i for i in newer if i["collection"] == "sentinel-1-rtc")
+    assert s1["assets"]["vv"].get("nodata", s1["assets"]["vv"].get("bands", [{}])[0].get("nodata")) == -32768
+    import pystac
+
+    assert s2_assets(pystac.Item.from_dict(s2))["rededge4"] == "B8A"
+    # names that say nothing: the eo:center_wavelength inside ``bands`` decides, as eo:bands' would
+    for key, asset in s2["assets"].items():
+        for band in asset.get("bands", []):
+            band["name"] = f"band-{key}"
+        if "eo:center_wavelength" in asset:
+            asset.pop("eo:common_name", None)
+    assert s2_assets(pystac.Item.from_dict(s2))["rededge1"] == "B05"
+    if on_asset:  # one full fetch is enough to show the loaders read nodata and grids from the new fields
+        result = fetch(aoi_bounds(), 2022, tmp_path / "out", stac=write_item_collection(tmp_path, newer),
+                       chunk=CHUNK)
+        assert np.array_equal(_read(result.scene)[0], _read(fetched.scene)[0], equal_nan=True)
+
+
+def test_sentinel1_from_a_second_catalogue(tmp_path: Path, items: list[dict[str, Any]], fetched: Any,
+                                           no_signing: None) -> None:
+    """Earth Search serves no Sentinel-1 RTC: --s1-stac takes it from another catalogue."""
+    from smallmines.acquire.catalog import open_catalogue
+
+    with pytest.raises(CatalogError, match="serves no Sentinel-1 RTC collection.*--s1-stac planetary-computer"):
+        open_catalogue("earth-search").search("s1", aoi_bounds(), datetime(2022, 1, 1), datetime(2022, 1, 31))
+    s1 = [i for i in items if i["collection"] == "sentinel-1-rtc"]
+    (tmp_path / "rest").mkdir()
+    (tmp_path / "s1").mkdir()
+    rest = write_item_collection(tmp_path / "rest", [i for i in items if i["collection"] != "sentinel-1-rtc"])
+    with pytest.raises(CatalogError, match="no Sentinel-1 RTC item"):
+        fetch(aoi_bounds(), 2022, tmp_path / "none", stac=rest, chunk=CHUNK)
+    result = fetch(aoi_bounds(), 2022, tmp_path / "out", stac=rest, s1_stac=write_item_collection(tmp_path / "s1", s1),
+                   chunk=CHUNK)
+    assert np.array_equal(_read(result.scene)[0], _read(fetched.scene)[0], equal_nan=True)
+    assert result.record["s1_catalogue"]["stac"].endswith("items.json") and "s1" in str(
+        result.record["s1_catalogue"]["stac"])
+
+
 def test_static_catalog_with_relative_hrefs(tmp_path: Path, items: list[dict[str, Any]], fetched: Any,
                                             no_signing: None) -> None:
     import pystac
@@ -530,12 +579,53 @@ def test_monitor_goes_from_an_area_to_a_report(tmp_path: Path, catalogue: Path, 
     assert "Change 2016" in html and "Per zone" in html and "Interactive map" in html
 
 
+def test_monitor_with_three_years_traces_the_history(tmp_path: Path, items: list[dict[str, Any]],
+                                                    no_signing: None) -> None:
+    from _scene_data import card_for, save_tiny
+    from _stac_data import build_year
+
+    from smallmines.data.synth.world import render
+
+    catalogue = write_item_collection(tmp_path / "stac", items + build_year(tmp_path / "stac" / "2019", 2019))
+    spots = range(0, 12160 - 64, 12160 // 6)
+    reference = np.concatenate([render(row, col, 64, 64, 2022, 0)[0] for row in spots for col in spots], axis=2)
+    model = save_tiny(tmp_path / "model.pt", card_for(reference, BAND_NAMES))
+    out = tmp_path / "monitor"
+    result = CliRunner().invoke(app, ["monitor", "--bbox", ",".join(map(str, aoi_bounds())), "--years",
+                                      "2016,2022", "--years", "2019", "--model", str(model), "--stac", str(catalogue),
+                                      "--confirm", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "tracing the history 2016, 2019, 2022" in result.output and "new ha" in result.output
+    assert "ever mined" in result.output
+    history = (out / "change" / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["2016", "2019", "2022"]
+    assert (out / "change" / "first_year.tif").is_file() and (out / "change" / "last_year.tif").is_file()
+    summary = json.loads((out / "change" / "summary.json").read_text())
+    assert summary["year_a"] == 2016 and summary["year_b"] == 2022 and summary["history"]["confirm"] == 2
+    html = (out / "report.html").read_text()
+    assert "<h3>History</h3>" in html and "Change 2016" in html and "Countries (Natural Earth)" in html
+    # two of those years again: today's first-to-last comparison, and no stale history in the report
+    from smallmines.monitor import run_monitor
+
+    again = run_monitor(",".join(map(str, aoi_bounds())), [2016, 2022], model, out, stac=catalogue, chunk=CHUNK)
+    assert again.history is None and not (out / "change" / "history.csv").exists()
+    assert "<h3>History</h3>" not in again.report.read_text()
+
+
 def test_cli_monitor_needs_two_years(tmp_path: Path, catalogue: Path) -> None:
     model = tmp_path / "model.pt"
     model.write_bytes(b"not read")
     result = CliRunner().invoke(app, ["monitor", "--bbox", ",".join(map(str, aoi_bounds())), "--years", "2022",
                                       "--model", str(model), "--stac", str(catalogue), "-o", str(tmp_path / "m")])
     assert result.exit_code == 1 and "at least two years" in result.output
+    zones = tmp_path / "districts.geojson"
+    zones.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"NAME": "a"}, '
+                     '"geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}}]}')
+    result = CliRunner().invoke(app, ["monitor", "--bbox", ",".join(map(str, aoi_bounds())), "--years", "2016,2022",
+                                      "--model", str(model), "--stac", str(catalogue), "--context", str(zones),
+                                      "--context-field", "DISTRICT", "-o", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "has no field 'DISTRICT'; fields: NAME" in result.output
+    assert not (tmp_path / "m" / "scenes").exists()  # refused before any fetch
 
 
 # ---------------------------------------------------------------------------------------------

@@ -220,7 +220,7 @@ def test_report_of_a_dataset_alone(synth_small, tmp_path):
     assert "SmallMinesDS overview" in text
     payload = map_payload(text)
     assert payload["layers"] == [] and any("Dataset tiles" in v["name"] for v in payload["vectors"])
-    features = next(iter(payload["vectors"]))["data"]["features"]
+    features = next(v for v in payload["vectors"] if "Dataset tiles" in v["name"])["data"]["features"]
     assert len(features) == 4  # one footprint per paired tile
     (s, w), (n, e) = payload["bounds"]
     assert -20 < w < e < 20 and -10 < s < n < 30  # footprints brought to lat/lon near Ghana
@@ -286,3 +286,86 @@ def test_scene_found_through_the_map_summary_sources(tmp_path):
     layer = next(x for x in map_payload(text)["layers"] if x["group"] == "base")
     rgb = decode_png(layer["url"])[..., :3].astype(int)
     assert (rgb[..., 0] > rgb[..., 2] + 100).mean() > 0.9  # red band drawn red, not blue
+
+
+# ---------------------------------------------------------------------------------------------
+# context: Natural Earth countries and --context polygons
+
+
+def _districts(path: Path) -> Path:
+    """Two districts over the maps (in degrees, as users' files usually are), one named ``DISTRICT``."""
+    halves = [box(X0, Y0 - SIZE * 10, X0 + SIZE * 5, Y0), box(X0 + SIZE * 5, Y0 - SIZE * 10, X0 + SIZE * 10, Y0)]
+    gpd.GeoDataFrame({"DISTRICT": ["Amansie West", "Amansie Central"]}, geometry=halves, crs=CRS).to_crs(
+        "EPSG:4326").to_file(path)
+    return path
+
+
+def test_countries_layer_is_small_public_domain_and_places_ghana():
+    from importlib import resources
+
+    from smallmines.report.context import countries, country_of
+
+    asset = resources.files("smallmines.report") / "assets" / "natural_earth"
+    assert len((asset / "countries.geojson").read_bytes()) < 200_000
+    assert "public domain" in (asset / "README.md").read_text()
+    assert len(countries()["features"]) > 170
+    near = {f["properties"]["name"] for f in countries((-2.0, 6.0, -1.5, 6.5))["features"]}
+    assert {"Ghana", "Côte d'Ivoire", "Togo", "Burkina Faso"} <= near and "Brazil" not in near
+    assert country_of(-1.6, 6.2) == "Ghana" and country_of(-30.0, 0.0) is None
+
+
+def test_report_map_has_countries_and_context_with_zones_on_the_fly(tmp_path):
+    run = tmp_path / "maps_only"
+    for year, mining in mining_masks().items():
+        write_map(run / "maps" / str(year), year, mining, scene=None)
+    districts = _districts(tmp_path / "districts.gpkg")
+    text = build_report(run, tmp_path / "m.html", max_overlay_px=MAX_PX, context=districts,
+                        context_field="DISTRICT", figures_dir=tmp_path / "fig").read_text()
+    payload = map_payload(text)
+    names = [v["name"] for v in payload["vectors"]]
+    assert "Countries (Natural Earth)" in names[0]  # drawn first, under the zones
+    ghana = [f for f in payload["vectors"][0]["data"]["features"] if f["properties"]["_tip"] == "Ghana"]
+    assert len(ghana) == 1
+    (s, w), (n, e) = payload["bounds"]
+    assert n - s < 0.1 and e - w < 0.1  # the view fits the maps, not the countries
+    assert "country borders (Natural Earth)" in payload["legend"]
+    zones = next(v for v in payload["vectors"] if "Zones" in v["name"])  # the change was compared per district
+    assert sorted(f["properties"]["_tip"] for f in zones["data"]["features"]) == ["Amansie Central", "Amansie West"]
+    assert "Per zone" in text and "Amansie West" in text
+    assert {"change_map.png", "change_map.pdf"} <= {p.name for p in (tmp_path / "fig").iterdir()}
+
+
+def test_report_context_gives_zones_to_a_change_folder_without_them(tmp_path):
+    run = tmp_path / "run"
+    masks = mining_masks()
+    for year, mining in masks.items():
+        write_map(run / "maps" / str(year), year, mining, scene=None)
+    compare_maps(run / "maps" / "2016", run / "maps" / "2022", run / "change", figures=False)
+    districts = _districts(tmp_path / "districts.gpkg")
+    text = build_report(run, tmp_path / "r.html", max_overlay_px=MAX_PX, context=districts,
+                        context_field="DISTRICT").read_text()
+    assert "computed for this report over districts.gpkg" in text and "Amansie Central" in text
+    assert not (run / "change" / "zones.csv").exists()  # the change folder is left as it was
+    # without a change raster to count, the context is drawn as plain outlines
+    only = tmp_path / "only_one_map"
+    write_map(only / "maps" / "2022", 2022, masks[2022], scene=None)
+    payload = map_payload(build_report(only, tmp_path / "o.html", max_overlay_px=MAX_PX, context=districts,
+                                       context_field="DISTRICT").read_text())
+    context = next(v for v in payload["vectors"] if "Context polygons" in v["name"])
+    assert len(context["data"]["features"]) == 2
+
+
+def test_bad_context_is_one_clear_line(tmp_path):
+    from smallmines.cli import app
+
+    run = tmp_path / "maps_only"
+    write_map(run / "maps" / "2022", 2022, mining_masks()[2022], scene=None)
+    districts = _districts(tmp_path / "districts.gpkg")
+    res = CliRunner().invoke(app, ["report", str(run), "-o", str(tmp_path / "x.html"), "--context", str(districts),
+                                   "--context-field", "REGION"])
+    assert res.exit_code == 1 and "has no field 'REGION'" in res.output and "DISTRICT" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "x.html").exists()
+    garbage = tmp_path / "zones.geojson"
+    garbage.write_text("not json")
+    with pytest.raises(SmallminesError, match="zones.geojson: cannot be read as a vector layer"):
+        build_report(run, tmp_path / "y.html", context=garbage)

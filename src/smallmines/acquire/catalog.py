@@ -6,9 +6,10 @@
 are searched in memory (collection, bbox, date window) and never signed.
 
 Assets are found by what they hold, not by their key: Sentinel-2 bands by the ``eo:bands`` centre
-wavelength, common name or band name (``B02``, ``blue``, ``B8A``...), the scene classification by
-its key or title (``SCL``), Sentinel-1 polarisations by key or title (``vv``, ``VH: ...``) and the
-DEM as the one data asset, so catalogues with different key names work.
+wavelength, common name or band name (``B02``, ``blue``, ``B8A``...; the STAC 1.1 form, ``bands``
+with ``eo:center_wavelength`` and ``eo:common_name`` or those fields on a single-band asset, alike),
+the scene classification by its key or title (``SCL``), Sentinel-1 polarisations by key or title
+(``vv``, ``VH: ...``) and the DEM as the one data asset, so catalogues with different key names work.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ class Catalogue:
         collection = self.collections.get(sensor)
         if collection is None:
             raise CatalogError(f"catalogue {self.name!r} serves no {SENSORS[sensor]} collection; use --stac "
-                               "planetary-computer, a STAC API that has one, or a local catalogue")
+                               "planetary-computer, a STAC API that has one, or a local catalogue"
+                               + (", or take Sentinel-1 from another one with --s1-stac planetary-computer"
+                                  if sensor == "s1" else ""))
         return self.search_items(collection, bbox, start, end)
 
     def describe(self) -> dict[str, Any]:
@@ -201,8 +204,33 @@ def _is_data(asset: Any) -> bool:
     return "data" in roles and ("tiff" in media or "geotiff" in media)
 
 
+EO_FIELDS = ("common_name", "center_wavelength", "full_width_half_max")
+"""Fields of an ``eo:bands`` entry (STAC 1.0), ``eo:``-prefixed inside ``bands`` in STAC 1.1 (eo v2)."""
+
+
 def _eo_bands(asset: Any) -> list[dict[str, Any]]:
-    return list(asset.extra_fields.get("eo:bands") or asset.extra_fields.get("bands") or [])
+    """The asset's bands as ``eo:bands`` entries, from any of the forms catalogues use.
+
+    STAC 1.0 items (eo v1) list ``eo:bands`` with ``common_name`` and ``center_wavelength``; STAC
+    1.1 items (eo v2, as Earth Search and the Planetary Computer move to) list ``bands`` with
+    ``eo:common_name`` and ``eo:center_wavelength``, or, for a single-band asset, put those fields
+    on the asset itself. All three become ``{"name", "common_name", "center_wavelength", ...}``.
+    """
+    fields = asset.extra_fields
+    listed = fields.get("eo:bands") or fields.get("bands")
+    if not listed:
+        single = {key: fields[f"eo:{key}"] for key in EO_FIELDS if f"eo:{key}" in fields}
+        listed = [single] if single else []
+    bands = []
+    for band in listed:
+        if not isinstance(band, dict):
+            continue
+        entry = dict(band)
+        for key in EO_FIELDS:
+            if key not in entry and f"eo:{key}" in band:
+                entry[key] = band[f"eo:{key}"]
+        bands.append(entry)
+    return bands
 
 
 def s2_band_of(eo_band: dict[str, Any]) -> str | None:

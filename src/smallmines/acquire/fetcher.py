@@ -172,7 +172,7 @@ def _clear_share(path: Path) -> tuple[float, float]:
 
 def _record(area: Area, year: int, window: tuple[datetime, datetime], months: str | int, catalogue: Catalogue,
             grid: Grid, described: dict[str, list[dict[str, Any]]], statistic: str, files: dict[str, Path],
-            reused: list[str]) -> dict[str, Any]:
+            reused: list[str], s1_catalogue: Catalogue | None = None) -> dict[str, Any]:
     """Build the provenance record written to ``fetch.json``."""
     share, mean_count = _clear_share(files["s2_count"])
     return {
@@ -182,6 +182,7 @@ def _record(area: Area, year: int, window: tuple[datetime, datetime], months: st
         "year": year,
         "window": {"start": window[0].isoformat(), "end": window[1].isoformat(), "months": parse_months(months)},
         "catalogue": catalogue.describe(),
+        **({"s1_catalogue": s1_catalogue.describe()} if s1_catalogue is not None else {}),
         "grid": grid.to_dict(),
         "items": described,
         "sentinel2": {"statistic": statistic, "masked_scl_classes": {str(k): v for k, v in
@@ -220,7 +221,7 @@ def _require_clear(count: Path, items: int, window: tuple[datetime, datetime]) -
 def fetch(aoi: str | Path | tuple[float, float, float, float], year: int, out_dir: str | Path, *,
           stac: str | Path = "planetary-computer", months: str | int = "1", statistic: str = "median",
           collections: dict[str, str | None] | None = None, chunk: int = 512,
-          progress: Progress | None = None) -> FetchResult:
+          progress: Progress | None = None, s1_stac: str | Path | None = None) -> FetchResult:
     """Fetch and composite Sentinel-2 L2A, Sentinel-1 RTC and the Copernicus DEM for an area and a year.
 
     Args:
@@ -235,6 +236,8 @@ def fetch(aoi: str | Path | tuple[float, float, float, float], year: int, out_di
         chunk: Dask chunk side in pixels: one chunk of every observation is in memory at a time (about
             ``chunk^2 x 64 bytes x observations``: 200 MB for 512 and 12 observations).
         progress: called as ``progress(done, total)`` after each chunk written.
+        s1_stac: another catalogue for Sentinel-1 RTC (same forms as ``stac``), for catalogues that
+            serve none: ``stac="earth-search", s1_stac="planetary-computer"``.
 
     Returns:
         The files written and the provenance record (also in ``fetch.json``).
@@ -252,12 +255,14 @@ def fetch(aoi: str | Path | tuple[float, float, float, float], year: int, out_di
     area = read_area(aoi)
     grid = grid_for(area)
     catalogue = open_catalogue(stac, collections)
-    if catalogue.kind == "api":
+    s1_catalogue = open_catalogue(s1_stac, collections) if s1_stac is not None else None
+    if "api" in (catalogue.kind, getattr(s1_catalogue, "kind", None)):
         from odc.stac import configure_rio
 
         # GDAL settings for reading COGs over HTTP, with retries of transient failures
         configure_rio(cloud_defaults=True, GDAL_HTTP_MAX_RETRY="5", GDAL_HTTP_RETRY_DELAY="2")
-    found = {"s2": _search(catalogue, "s2", area, window), "s1": _search(catalogue, "s1", area, window),
+    found = {"s2": _search(catalogue, "s2", area, window),
+             "s1": _search(s1_catalogue or catalogue, "s1", area, window),
              "dem": _search(catalogue, "dem", area, ALL_TIME)}
     ids = {sensor: sorted(item.id for item in items) for sensor, items in found.items()}
     keys = {"s2": _key("s2", grid.to_dict(), ids["s2"], statistic, sentinel2.SCL_MASKED,
@@ -311,6 +316,6 @@ def fetch(aoi: str | Path | tuple[float, float, float, float], year: int, out_di
             staging.commit()
     finally:
         staging.close()
-    record = _record(area, year, window, months, catalogue, grid, described, statistic, files, reused)
+    record = _record(area, year, window, months, catalogue, grid, described, statistic, files, reused, s1_catalogue)
     _write_json(out / "fetch.json", record)
     return FetchResult(out, files["scene"], files, record, reused)

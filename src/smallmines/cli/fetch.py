@@ -40,6 +40,9 @@ def register(app: typer.Typer) -> None:
                                                  "12-2 (from December of the year before).")] = "1",
         statistic: Annotated[str, typer.Option(help="Sentinel-2 composite statistic: median, mean, q25, "
                                                     "q75.")] = "median",
+        s1_stac: Annotated[str | None, typer.Option(help="Take Sentinel-1 RTC from this catalogue instead (same "
+                                                         "forms as --stac): earth-search serves none, so "
+                                                         "--stac earth-search --s1-stac planetary-computer.")] = None,
         collection: Annotated[list[str] | None, typer.Option(
             help="Override a collection id: s2=ID, s1=ID or dem=ID (repeatable).")] = None,
         chunk: Annotated[int, typer.Option(help="Dask chunk side in pixels (memory per chunk grows with its "
@@ -59,7 +62,8 @@ def register(app: typer.Typer) -> None:
 
             with progress_bar("compositing") as update:
                 result = fetch_scene(aoi or bbox, year, output, stac=stac, months=months, statistic=statistic,
-                                     collections=_collections(collection), chunk=chunk, progress=update)
+                                     collections=_collections(collection), chunk=chunk, progress=update,
+                                     s1_stac=s1_stac)
         record = result.record
         grid = record["grid"]
         table = Table(title=f"fetched {year} into {escape(str(result.out_dir))}", show_edge=False,

@@ -27,15 +27,25 @@ def register(app: typer.Typer) -> None:
         max_overlay_px: Annotated[int, typer.Option(help="Largest side of a raster layer on the web map, pixels.",
                                                     min=64)] = 1600,
         samples: Annotated[int, typer.Option(help="Sample predictions to draw.", min=0)] = 4,
+        context: Annotated[Path | None, typer.Option(help="Polygons (districts, forest reserves) drawn on the maps "
+                                                          "over the country outlines; the zonal table uses them "
+                                                          "when the change folder has none.", exists=True,
+                                                     dir_okay=False)] = None,
+        context_field: Annotated[str | None, typer.Option(help="Attribute naming the context polygons "
+                                                               "(default: name).")] = None,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     ) -> None:
-        """Write one HTML file (opens offline) with the dataset, training, metrics, maps and change."""
+        """Write one HTML file (opens offline) with the dataset, training, metrics, maps and change.
+
+        The map carries Natural Earth country outlines (embedded, no tile server) and --context polygons.
+        """
         setup_logging(verbose)
         logging.getLogger("pyogrio").setLevel(logging.DEBUG if verbose else logging.WARNING)
         from smallmines.report.build import build_report
 
         with api_errors(), progress_bar("reading the dataset") as update:
             path = build_report(run_dir, output, data=data, figures_dir=figures, title=title,
-                                max_overlay_px=max_overlay_px, samples=samples, progress=update)
+                                max_overlay_px=max_overlay_px, samples=samples, progress=update,
+                                context=context, context_field=context_field)
         size = path.stat().st_size / 1e6
         out.print(f"report written to [bold]{path}[/] ({size:.1f} MB)" + (f"; figures in {figures}" if figures else ""))

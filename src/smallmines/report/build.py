@@ -33,7 +33,7 @@ import tempfile
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import rasterio
 from markupsafe import Markup
@@ -43,10 +43,6 @@ from smallmines import __version__
 from smallmines.analysis.writers import _atomic
 from smallmines.errors import SmallminesError
 from smallmines.legend import CHANGE_COLOURS, CHANGE_NODATA, CLASS_KEYS, ChangeClass
-
-if TYPE_CHECKING:
-    pass
-
 from smallmines.report.inputs import ChangeFolder, ReportInputs, _change_folder, find_inputs
 from smallmines.report.sections import (
     Card,
@@ -104,7 +100,8 @@ def _mined_area(path: Path) -> tuple[float, float] | None:
     return mined * px, 100.0 * mined / max(int(valid.sum()), 1)
 
 
-def _change_section(change: ChangeFolder, figs: _Figures, cards: list[Card], computed: bool) -> Section:
+def _change_section(change: ChangeFolder, figs: _Figures, cards: list[Card], computed: bool,
+                    context: tuple[Any, str] | None = None) -> Section:
     from smallmines.report.figures import growth_figure, zones_figure
 
     s = change.summary
@@ -136,10 +133,15 @@ def _change_section(change: ChangeFolder, figs: _Figures, cards: list[Card], com
             parts.append(Markup(f'<figure><img alt="mining in every map" src="data:image/png;base64,{data}">'
                                 "<figcaption>Each map's mining as change from the map before.</figcaption></figure>"))
     if figs.folder is not None and change.raster is not None:  # the static map, for papers (the page has the web map)
+        from smallmines.report.context import add_context_to_static_map
         from smallmines.report.figures import change_map_figure
 
         with rasterio.open(change.raster) as src:
-            figs.save_only(change_map_figure(src.read(1), src.transform, ya, yb, summary=s), "change_map")
+            fig = change_map_figure(src.read(1), src.transform, ya, yb, summary=s)
+            if src.crs is not None:
+                add_context_to_static_map(fig, fig.axes[0], src.crs, tuple(src.bounds),
+                                          context[0] if context is not None else None)
+            figs.save_only(fig, "change_map")
     overlap = [s.get("overlap_fraction_a"), s.get("overlap_fraction_b")]
     if all(isinstance(v, (int, float)) for v in overlap) and min(overlap) < 0.99:
         parts.append(_note(f"The maps only partly overlap: {100 * overlap[0]:.0f} % of the {ya} map and "
@@ -155,6 +157,8 @@ def _change_section(change: ChangeFolder, figs: _Figures, cards: list[Card], com
                          _num(r.get("annual_growth_rate_pct"), 1, " %", True)])
             classes.append("" if r["coverage"] == "full" else "warn")
         parts.append(Markup("<h3>Per zone</h3>"))
+        if change.zones_source:
+            parts.append(_note(f"Zonal statistics computed for this report over {change.zones_source} (--context)."))
         partial = int((z["coverage"] != "full").sum())
         if partial:
             parts.append(_note(f"{partial} of {len(z)} zones are only partly covered by valid pixels of both maps "
@@ -174,19 +178,37 @@ def _change_section(change: ChangeFolder, figs: _Figures, cards: list[Card], com
     return Section("change", f"Change {ya}\u2013{yb}", Markup("").join(parts), lead)
 
 
-def _auto_change(inputs: ReportInputs, tmp: Path) -> ChangeFolder | None:
-    """Compare the earliest and latest map when no change folder exists."""
+def _auto_change(inputs: ReportInputs, tmp: Path, context: tuple[Any, str] | None = None) -> ChangeFolder | None:
+    """Compare the earliest and latest map when no change folder exists (per ``context`` zone when given)."""
     from smallmines.analysis.change import compare_maps
 
     dated = [m for m in inputs.maps if m.year is not None and m.mines is not None]
     if len(dated) < 2 or dated[0].year == dated[-1].year:
         return None
     try:
-        result = compare_maps(dated[0].mines, dated[-1].mines, tmp, dated[0].year, dated[-1].year, figures=False)
+        result = compare_maps(dated[0].mines, dated[-1].mines, tmp, dated[0].year, dated[-1].year, figures=False,
+                              zones=context[0] if context else None, zone_field=context[1] if context else None)
     except SmallminesError as exc:
         inputs.notes.append(f"The maps of {dated[0].year} and {dated[-1].year} could not be compared: {exc}")
         return None
     return _change_folder(result.out_dir, inputs.notes)
+
+
+def _zones_on_the_fly(change: ChangeFolder, context: tuple[Any, str], source: str, notes: list[str]) -> None:
+    """Zonal statistics of ``change.tif`` over the ``--context`` polygons, when the change folder has none."""
+    from smallmines.analysis.maps import Grid
+    from smallmines.analysis.zones import zonal_stats
+
+    if change.raster is None or change.zones is not None or not change.summary:
+        return
+    try:
+        with rasterio.open(change.raster) as src:
+            codes, grid = src.read(1), Grid(src.crs, src.transform, src.width, src.height)
+        frame = zonal_stats(codes, grid, context[0], context[1], change.summary["year_a"], change.summary["year_b"])
+    except (RasterioError, SmallminesError, KeyError, ValueError) as exc:
+        notes.append(f"Zonal statistics over {source} could not be computed: {exc}")
+        return
+    change.zones, change.zones_frame, change.zones_source = frame.drop(columns="geometry"), frame, source
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,6 +251,8 @@ def build_report(
     samples: int = 4,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    context: str | Path | None = None,
+    context_field: str | None = None,
 ) -> Path:
     """Write one self-contained HTML report of what ``run_dir`` holds.
 
@@ -243,16 +267,26 @@ def build_report(
         samples: number of sample predictions.
         seed: seed of the random choices (preview tiles, samples without evaluation).
         progress: called as ``progress(done, total)`` while the dataset is read.
+        context: polygons (districts, forest reserves) drawn on the maps; the zonal table uses them
+            when the change folder has none (computed for the report, the folder is not changed).
+            The maps always carry the Natural Earth country outlines (:mod:`smallmines.report.context`).
+        context_field: attribute naming the context polygons (default ``name``).
 
     Returns:
         The path of the HTML file.
 
     Raises:
-        SmallminesError: ``run_dir`` does not exist or holds nothing the report can show.
+        SmallminesError: ``run_dir`` does not exist or holds nothing the report can show, or the
+            context file cannot be read as polygons.
 
     .. versionadded:: 0.1
     """
     inputs = find_inputs(run_dir, data)
+    zones = None
+    if context is not None:
+        from smallmines.report.context import read_context
+
+        zones = read_context(context, context_field)
     figs = _Figures(Path(figures_dir) if figures_dir else None)
     cards: list[Card] = []
     sections: list[Section] = []
@@ -270,10 +304,12 @@ def build_report(
         change = next((c for c in inputs.changes if c.kind == "maps" and c.summary), None)
         computed = False
         if change is None:
-            change = _auto_change(inputs, Path(tmp))
+            change = _auto_change(inputs, Path(tmp), zones)
             computed = change is not None
-        map_section, map_payload = _map_section(inputs, change, view, max_overlay_px)
-        change_section = _change_section(change, figs, cards, computed) if change is not None else None
+        elif zones is not None:
+            _zones_on_the_fly(change, zones, Path(str(context)).name, inputs.notes)
+        map_section, map_payload = _map_section(inputs, change, view, max_overlay_px, zones)
+        change_section = _change_section(change, figs, cards, computed, zones) if change is not None else None
     # the story first (where mining is and how it spread), then how the model got there
     sections += [s for s in (map_section, change_section) if s]
     if view is not None:

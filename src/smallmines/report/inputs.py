@@ -51,6 +51,10 @@ class ChangeFolder:
     areas: pd.DataFrame | None = None
     zones: pd.DataFrame | None = None
     tiles: pd.DataFrame | None = None
+    zones_frame: Any = None
+    """Zones with geometries computed for the report (``--context``); else ``zones.gpkg`` is read."""
+    zones_source: str = ""
+    """The ``--context`` file the report computed the zones from ("" when they come from the folder)."""
 
     @property
     def raster(self) -> Path | None:

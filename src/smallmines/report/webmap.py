@@ -29,6 +29,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject, tr
 from smallmines.analysis.figures import GROWTH_CMAP
 from smallmines.errors import SmallminesError
 from smallmines.legend import CHANGE_COLOURS, CHANGE_NODATA, MINING_COLOUR, PROBABILITY_CMAP, YEAR_COLOURS, ChangeClass
+from smallmines.report.context import CONTEXT_STYLE, COUNTRY_STYLE, countries
 from smallmines.report.figures import rgb_stretch
 
 if TYPE_CHECKING:
@@ -241,11 +242,16 @@ def _legend_html(has: set[str], years: Sequence[int]) -> str:
     if "zones" in has:
         parts.append("<b>Zones</b>")
         parts.append(_label(None, "dashed: partly covered; click for numbers"))
+    if "context" in has:
+        parts.append(_label(CONTEXT_STYLE["color"], "context polygons (--context)"))
+    if "countries" in has:
+        parts.append(_label(COUNTRY_STYLE["color"], "country borders (Natural Earth)"))
     return "".join(p if p.startswith(("<b>", "<div")) else f"<div>{p}</div>" for p in parts)
 
 
 def _map_section(inputs: ReportInputs, change: ChangeFolder | None, view: DatasetView | None,
-                 max_px: int) -> tuple[Section | None, dict[str, Any] | None]:
+                 max_px: int, context: tuple[Any, str] | None = None) -> tuple[Section | None, dict[str, Any] | None]:
+    """The web map section and its payload; ``context`` is ``(polygons, name field)`` of ``--context``."""
     layers: list[WebLayer] = []
     vectors: list[dict[str, Any]] = []
     has: set[str] = set()
@@ -286,10 +292,10 @@ def _map_section(inputs: ReportInputs, change: ChangeFolder | None, view: Datase
             layers.append(layer)
             has.add("change")
         zones_gpkg = change.path / "zones.gpkg"
-        if zones_gpkg.is_file():
+        if change.zones_frame is not None or zones_gpkg.is_file():
             import geopandas as gpd
 
-            zones = gpd.read_file(zones_gpkg)
+            zones = change.zones_frame if change.zones_frame is not None else gpd.read_file(zones_gpkg)
             vectors.append({"name": _label(None, "Zones"), "visible": True, "style": {},
                             "data": _vector_geojson(
                                 zones, lambda r: _zone_popup(r, ya, yb), lambda r: str(r["zone"]),
@@ -311,9 +317,25 @@ def _map_section(inputs: ReportInputs, change: ChangeFolder | None, view: Datase
                                            "fillColor": "#d9d9d9" if r["status"] == "no mining"
                                            else _growth_colour(float(r["growth_pp"]), limit)})})
             has.add("tiles")
+    shown_zones = "zones" in has
+    if context is not None and not shown_zones:
+        from smallmines.report.context import context_geojson
+
+        vectors.append({"name": _label(CONTEXT_STYLE["color"], "Context polygons"), "visible": True, "style": {},
+                        "data": context_geojson(*context)})
+        has.add("context")
     if not layers and not vectors:
         return None, None
     bounds = _union_bounds([layer.bounds for layer in layers] or [_geojson_bounds(v["data"]) for v in vectors])
+    (south, west), (north, east) = bounds
+    outlines = countries((west, south, east, north))
+    if outlines["features"]:  # first, so that zones and tiles lie above them
+        for feature in outlines["features"]:
+            feature["properties"] = {"_tip": html.escape(str(feature["properties"].get("name", ""))),
+                                     "_style": COUNTRY_STYLE}
+        vectors.insert(0, {"name": _label(None, "Countries (Natural Earth)"), "visible": True, "style": {},
+                           "data": outlines, "attribution": "Countries: Natural Earth (public domain)"})
+        has.add("countries")
     payload = {"layers": [layer.__dict__ for layer in layers], "vectors": vectors, "bounds": bounds,
                "legend": _legend_html(has, [y for y in years if y is not None] or [0])}
     missing = []
