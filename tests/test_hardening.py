@@ -257,3 +257,176 @@ def test_patches_in_hidden_folders_are_not_read(tmp_path: Path) -> None:
     shutil.copy(first.image, scratch / Path(first.image).name)
     after = discover(root)
     assert [p.image for p in after.patches] == [p.image for p in before.patches] and not after.duplicates
+
+
+# ---------------------------------------------------------------- --overwrite (rio's habit)
+@pytest.fixture(scope="module")
+def mapped(scene: dict[str, Path]) -> Path:
+    """One finished map of the module's scene (read-only: copy it to change it)."""
+    out = scene["root"] / "mapped"
+    result = runner.invoke(app, ["map", str(scene["model"]), str(scene["stacked"]), "-o", str(out), "--window", "64",
+                                 "--overlap", "32", "--year", "2016"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_map_refuses_to_replace_a_finished_map_and_resumes_an_interrupted_one(scene: dict[str, Path],
+                                                                               mapped: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "map"
+    shutil.copytree(mapped, folder)
+    before = (folder / "summary.json").read_bytes()
+    args = ["map", str(scene["model"]), str(scene["stacked"]), "-o", str(folder), "--window", "64", "--overlap", "32"]
+    _refused(args, str(folder / "summary.json"), "give --overwrite")
+    assert (folder / "summary.json").read_bytes() == before
+    (folder / "summary.json").unlink()  # a run killed before its last file: resumed without --overwrite
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, [*args, "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((folder / "summary.json").read_text())["run_id"] != json.loads(before)["run_id"]
+
+
+def _existing(path: Path, folder: bool = False) -> Path:
+    if folder:
+        path.mkdir(parents=True, exist_ok=True)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("an earlier output\n")
+    return path
+
+
+OVERWRITE_CASES = {
+    # name: (arguments given tmp, the dataset and the scene fixture; the path that exists; is it a folder)
+    "data-synth": (lambda t, d, s: ["data", "synth", str(t / "o"), "--tiles", "2"], "o/SmallMinesDS", True),
+    "data-synth-splits": (lambda t, d, s: ["data", "synth", str(t / "o"), "--tiles", "2"], "o/data_splits", True),
+    "data-synth-zip": (lambda t, d, s: ["data", "synth", str(t / "o"), "--tiles", "2", "--zip"], "o/SmallMinesDS.zip",
+                       False),
+    "data-synth-scenes": (lambda t, d, s: ["data", "synth", str(t / "o"), "--tiles", "2", "--scene-size", "64"],
+                          "o/scenes", True),
+    "data-pack": (lambda t, d, s: ["data", "pack", str(d), "-o", str(t / "d.smpack")], "d.smpack", False),
+    "data-stats": (lambda t, d, s: ["data", "stats", str(d), "-o", str(t / "s.json")], "s.json", False),
+    "data-split": (lambda t, d, s: ["data", "split", str(d), "-o", str(t / "s.csv")], "s.csv", False),
+    "data-preview": (lambda t, d, s: ["data", "preview", str(d), "-o", str(t / "p.png")], "p.png", False),
+    "data-check-json": (lambda t, d, s: ["data", "check", str(d), "--json", str(t / "c.json")], "c.json", False),
+    "data-merge": (lambda t, d, s: ["data", "merge", str(d), str(d), "-o", str(t / "m")], "m/SmallMinesDS", True),
+    "export": (lambda t, d, s: ["export", str(s["model"]), str(t / "m.onnx")], "m.onnx", False),
+    "report": (lambda t, d, s: ["report", str(t), "-o", str(t / "r.html")], "r.html", False),
+    "change": (lambda t, d, s: ["change", str(t / "a"), str(t / "b"), "-o", str(t / "c")], "c/summary.json", False),
+    "change-raster": (lambda t, d, s: ["change", str(t / "a"), str(t / "b"), "-o", str(t / "c")], "c/change.tif",
+                      False),
+    "change-history": (lambda t, d, s: ["change", str(t / "a"), str(t / "b"), str(t / "c"), "-o", str(t / "h")],
+                       "h/history.csv", False),
+    "change-dataset": (lambda t, d, s: ["change", "--dataset", str(d), "-o", str(t / "c")], "c/tiles.csv", False),
+    "evaluate": (lambda t, d, s: ["evaluate", str(s["model"]), str(d), "-o", str(t / "e")], "e/metrics.json", False),
+    "build": (lambda t, d, s: ["build", "--scene", str(s["stacked"]), "--labels", str(s["stacked"]), "--country",
+                               "GH", "--year", "2016", "-o", str(t / "b")], "b/SmallMinesDS/2016", True),
+}
+
+
+@pytest.mark.parametrize("case", list(OVERWRITE_CASES))
+def test_existing_outputs_are_not_replaced_without_overwrite(case: str, synth_small: Path, scene: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    make_args, existing, folder = OVERWRITE_CASES[case]
+    path = _existing(tmp_path / existing, folder)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    _refused(make_args(tmp_path, synth_small, scene), str(path), "give --overwrite")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+    if not folder:
+        assert path.read_text() == "an earlier output\n"
+
+
+def test_overwrite_replaces_an_output(synth_small: Path, tmp_path: Path) -> None:
+    target = _existing(tmp_path / "s.csv")
+    result = runner.invoke(app, ["data", "split", str(synth_small), "-o", str(target), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert target.read_text().startswith("patch_name")
+
+
+@pytest.mark.parametrize(("extra", "needle"), [([], "give --overwrite"), (["--resume", "--overwrite"], "not both")])
+def test_train_refuses_to_replace_a_run(synth_small: Path, tmp_path: Path, extra: list[str], needle: str) -> None:
+    run = tmp_path / "run"
+    _existing(run / "model.pt")
+    _refused(["train", "tiny", "--data", str(synth_small), "-o", str(run), *extra], needle)
+    assert sorted(p.name for p in run.iterdir()) == ["model.pt"]
+
+
+def test_train_overwrite_removes_only_the_run_files(tmp_path: Path) -> None:
+    from smallmines.training.trainer import RUN_FILES, _clear_run
+
+    run = tmp_path / "run"
+    for name in RUN_FILES:
+        _existing(run / name / "x" if name in ("checkpoints", "logs", "evaluation") else run / name)
+    _existing(run / "notes.txt")
+    _clear_run(run)
+    assert [p.name for p in run.iterdir()] == ["notes.txt"]
+
+
+# ---------------------------------------------------------------- free space and atomic checkpoints
+def test_pack_checks_free_space_before_writing(synth_small: Path, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
+    _refused(["data", "pack", str(synth_small), "-o", str(tmp_path / "d.smpack")], "MiB free",
+             "free space or write somewhere else")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_map_checks_free_space_before_writing(scene: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
+    out = tmp_path / "map"
+    _refused(["map", str(scene["model"]), str(scene["stacked"]), "-o", str(out)], "MiB free")
+    assert not out.exists()
+
+
+def test_a_checkpoint_cut_by_a_full_disk_never_appears_under_its_final_name(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import torch
+
+    from smallmines.training.trainer import AtomicCheckpointIO
+
+    def full_disk(obj, handle, *args, **kwargs) -> None:
+        handle.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "checkpoints" / "best.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1}, target)
+    assert torch.load(target, weights_only=False) == {"epoch": 1}
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError):
+        io.save_checkpoint({"epoch": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=False) == {"epoch": 1}  # the complete earlier one, no temp file
+    assert [p.name for p in target.parent.iterdir()] == ["best.ckpt"]
+
+
+def test_the_trainer_writes_checkpoints_atomically() -> None:
+    from smallmines.training.config import load_config
+    from smallmines.training.trainer import AtomicCheckpointIO, EpochTimer, _trainer
+
+    trainer, _ = _trainer(load_config("tiny"), Path("unused"), "cpu", "32-true", False, True, EpochTimer(), 1)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+# ---------------------------------------------------------------- change: everything refused before a file is written
+@pytest.mark.parametrize("field", ["nosuchfield", "NAME ", "geometry2"])
+def test_a_bad_zone_field_is_refused_before_anything_is_written(mapped: Path, tmp_path: Path, field: str) -> None:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    with rasterio.open(mapped / "mines.tif") as src:
+        bounds, crs = src.bounds, src.crs
+    zones = tmp_path / "zones.geojson"
+    gpd.GeoDataFrame({"name": ["all"]}, geometry=[box(*bounds)], crs=crs).to_file(zones)
+    out = tmp_path / "change"
+    _refused(["change", str(mapped), str(mapped), "-o", str(out), "--year-a", "2016", "--year-b", "2022",
+              "--zones", str(zones), "--zone-field", field], repr(field), "fields: name")
+    assert not out.exists() or list(out.iterdir()) == []

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from smallmines.errors import ChangeError
+from smallmines.folders import refuse_overwrite
 from smallmines.legend import CHANGE_NODATA, CLASS_KEYS, ChangeClass, change_colormap
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ def compare_maps(
     min_area_ha: float = 0.0,
     figures: bool = True,
     reference: str | Path | None = None,
+    overwrite: bool = True,
 ) -> ChangeResult:
     """Compare two mine maps: change raster, polygons, area table, growth and zonal statistics.
 
@@ -119,6 +121,8 @@ def compare_maps(
         reference: a labelled sample of this change map (``sample.gpkg``/``sample.csv`` from
             :func:`~smallmines.analysis.sampling.draw_sample`, ``reference`` filled in): adds
             ``accuracy.json``, ``area_estimates.csv`` and ``summary["area_estimates"]``.
+        overwrite: replace the outputs of an earlier comparison in ``out_dir`` (the command line
+            refuses by default, ``--overwrite``).
 
     Returns:
         The :class:`ChangeResult` (paths, area table, summary, zones).
@@ -133,6 +137,9 @@ def compare_maps(
     .. versionchanged:: 0.2 ``reference``.
     """
     out = Path(out_dir)
+    refuse_overwrite([out / "summary.json", out / "change.tif"], overwrite)
+    # everything that can be refused is checked before the first file is written
+    zone_frame = read_zones(zones, zone_field) if zones is not None else None
     a, b = read_binary_map(map_a), read_binary_map(map_b)
     year_a = int(year_a if year_a is not None else a.year or 2016)
     year_b = int(year_b if year_b is not None else b.year or 2022)
@@ -187,8 +194,8 @@ def compare_maps(
                            100 * summary[key], m.path)
     result = ChangeResult(out, change_tif, polygons_path, areas_csv, out / "summary.json", table, summary)
 
-    if zones is not None:
-        frame, field_name = read_zones(zones, zone_field)
+    if zone_frame is not None:
+        frame, field_name = zone_frame
         per_zone = zonal_stats(change, grid, frame, field_name, year_a, year_b)
         result.zones = per_zone
         result.zones_csv = _write_csv(out / "zones.csv", pd.DataFrame(per_zone.drop(columns="geometry")))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from smallmines.cli._common import api_errors, out, progress_bar, setup_logging
+from smallmines.cli._common import OVERWRITE_HELP, api_errors, out, progress_bar, setup_logging
 
 
 def register(app: typer.Typer) -> None:
@@ -27,13 +27,17 @@ def register(app: typer.Typer) -> None:
         max_overlay_px: Annotated[int, typer.Option(help="Largest side of a raster layer on the web map, pixels.",
                                                     min=64)] = 1600,
         samples: Annotated[int, typer.Option(help="Sample predictions to draw.", min=0)] = 4,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     ) -> None:
         """Write one HTML file (opens offline) with the dataset, training, metrics, maps and change."""
         setup_logging(verbose)
         logging.getLogger("pyogrio").setLevel(logging.DEBUG if verbose else logging.WARNING)
+        from smallmines.folders import refuse_overwrite
         from smallmines.report.build import build_report
 
+        with api_errors():
+            refuse_overwrite([output], overwrite)
         with api_errors(), progress_bar("reading the dataset") as update:
             path = build_report(run_dir, output, data=data, figures_dir=figures, title=title,
                                 max_overlay_px=max_overlay_px, samples=samples, progress=update)

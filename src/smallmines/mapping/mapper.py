@@ -47,7 +47,7 @@ from smallmines.bands import required_bands
 from smallmines.data.scene import Grid, aoi_region, load_aoi, open_scene, parse_scale
 from smallmines.data.windows import BlockId, Span, make_plan
 from smallmines.errors import ConfigError, DataFormatError
-from smallmines.folders import RUN_TAG, folder_lock
+from smallmines.folders import RUN_TAG, folder_lock, free_space_check, refuse_overwrite
 from smallmines.mapping.engine import Job, _run_distributed, run_blocks
 from smallmines.mapping.guards import SceneCheck, compare_to_training, enforce, sample_scene
 from smallmines.mapping.predictors import ModelRef, load_predictor, read_card
@@ -150,6 +150,7 @@ def map_scene(
     year: int | None = None,
     resume: bool = True,
     keep_work: bool = False,
+    overwrite: bool = True,
     progress: Progress | None = None,
 ) -> MapResult:
     """Map mining over a whole scene; write ``probability.tif``, ``mines.tif``, ``mines.gpkg``, ``summary.json``.
@@ -184,6 +185,8 @@ def map_scene(
             scene's ``fetch.json`` provenance record, else a year in the first input's file name).
         resume: reuse finished blocks of an interrupted run with identical settings.
         keep_work: keep ``.work`` (per-block results) after success.
+        overwrite: replace a finished map in ``out_dir`` (the CLI's ``--overwrite``; the command line
+            refuses by default). An interrupted run (no ``summary.json``) is resumed either way.
         progress: ``progress(done_km2, total_km2)``.
 
     Raises:
@@ -193,6 +196,7 @@ def map_scene(
     """
     start = time.perf_counter()
     out = Path(out_dir)
+    refuse_overwrite([out / OUTPUTS["summary"]], overwrite)
     if workers is not None and workers < 1:
         raise ConfigError(f"workers={workers}: need at least 1")
     if threshold is not None:
@@ -226,7 +230,10 @@ def map_scene(
     job = Job(scene, make_plan(rows.size, cols.size, window, overlap, margin, block), (rows.start, cols.start),
               bands, card.channels, stats.mean, stats.std, ref, batch_size, readers,
               geometry.wkb if geometry is not None else None)
+    # the work folder holds float32 probabilities of every pixel, then the rasters are written: check the room first
+    free_space_check(out, grid.width * grid.height * 5, f"a map of {grid.width} x {grid.height} pixels")
     with folder_lock(out, "another smallmines map run"):  # two runs never write one folder
+        refuse_overwrite([out / OUTPUTS["summary"]], overwrite)  # again: another run may have finished meanwhile
         run_id = uuid.uuid4().hex
         (out / OUTPUTS["summary"]).unlink(missing_ok=True)  # written last: its presence marks a complete map
         work = WorkFolder(out / WORK_DIR, _fingerprint(job))

@@ -34,6 +34,7 @@ from smallmines.data.dataset import PatchSource, resolve_split
 from smallmines.data.splits import BIN_EDGES, SPLIT_NAMES, parse_patch_name, share_bin
 from smallmines.data.stats import BandStats
 from smallmines.errors import ConfigError, SplitError
+from smallmines.folders import refuse_overwrite
 from smallmines.models.change import is_change_model
 from smallmines.models.networks import mining_probability
 from smallmines.models.registry import ModelCard, check_threshold, load_model
@@ -306,6 +307,7 @@ def evaluate(
     device: str | torch.device = "auto",
     tta: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = True,
 ) -> EvalResult | ChangeEvalResult:
     """Evaluate a model on a split of a dataset.
 
@@ -327,6 +329,8 @@ def evaluate(
         device: ``auto``, ``cpu``, ``cuda``...
         tta: test-time augmentation (mean over the 8 flips/rotations).
         progress: called as ``progress(done, total)`` while reading patches.
+        overwrite: replace an earlier evaluation in ``out`` (the command line refuses by default,
+            ``--overwrite``).
 
     Returns:
         The metrics (also written to ``out``).
@@ -345,6 +349,8 @@ def evaluate(
         label = str(path)
         if out is None:
             out = _run_dir_of(path) / "evaluation" / split
+    if out is not None:
+        refuse_overwrite([Path(out) / "metrics.json"], overwrite)
     data_cfg = card.config.get("data", {})
     root = data if data is not None else data_cfg.get("root")
     if root is None:
