@@ -430,3 +430,40 @@ def test_a_bad_zone_field_is_refused_before_anything_is_written(mapped: Path, tm
     _refused(["change", str(mapped), str(mapped), "-o", str(out), "--year-a", "2016", "--year-b", "2022",
               "--zones", str(zones), "--zone-field", field], repr(field), "fields: name")
     assert not out.exists() or list(out.iterdir()) == []
+
+
+# ---------------------------------------------------------------- portability: no paths relative to the working directory
+def test_a_run_configuration_stores_absolute_paths(tmp_path: Path, monkeypatch) -> None:
+    from smallmines.training.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    config = load_config("tiny", {"data": {"root": "data/SmallMinesDS.zip", "splits_dir": "splits"},
+                                  "model": {"init": "../base/model.pt"}}).with_absolute_paths()
+    assert config.data.root == str(tmp_path / "data" / "SmallMinesDS.zip")
+    assert config.data.splits_dir == str(tmp_path / "splits") and config.model.init == str(tmp_path.parent / "base"
+                                                                                           / "model.pt")
+    assert config.data.splits == "official"
+
+
+def test_a_map_summary_names_its_inputs_by_absolute_paths(mapped: Path) -> None:
+    summary = json.loads((mapped / "summary.json").read_text())
+    assert Path(summary["model"]["file"]).is_absolute() and Path(summary["model"]["file"]).is_file()
+    assert all(Path(s["path"]).is_absolute() for s in summary["scene"]["sources"])
+
+
+def test_report_finds_maps_given_with_maps_and_shows_no_local_paths(mapped: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    out = tmp_path / "r" / "report.html"
+    result = runner.invoke(app, ["report", str(empty), "-o", str(out), "--maps", str(mapped / "mines.tif")])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "mapped" in page
+    for local in (str(tmp_path), str(mapped), str(Path.cwd().resolve())):
+        assert local not in page, local
+
+
+def test_report_refuses_maps_that_are_not_maps(tmp_path: Path) -> None:
+    _refused(["report", str(tmp_path), "-o", str(tmp_path / "r.html"), "--maps", str(tmp_path)], "--maps",
+             "no mines.tif")
+    assert not (tmp_path / "r.html").exists()

@@ -169,7 +169,8 @@ def compare_maps(
     summary: dict[str, Any] = {
         "year_a": year_a,
         "year_b": year_b,
-        "inputs": {"map_a": str(a.path), "map_b": str(b.path), "crs_a": a.crs.to_string(),
+        "inputs": {"map_a": str(Path(a.path).resolve()), "map_b": str(Path(b.path).resolve()),
+                   "crs_a": a.crs.to_string(),
                    "crs_b": b.crs.to_string()},
         "grid": {"crs": grid.crs.to_string(), "resolution_m": list(grid.res), "width": grid.width,
                  "height": grid.height, "bounds": list(grid.bounds)},
@@ -201,7 +202,7 @@ def compare_maps(
         result.zones_csv = _write_csv(out / "zones.csv", pd.DataFrame(per_zone.drop(columns="geometry")))
         result.zones_gpkg = _write_gpkg(out / "zones.gpkg", per_zone, "zones")
         summary["zones"] = {
-            "source": str(zones) if not hasattr(zones, "geometry") else "GeoDataFrame",
+            "source": str(Path(zones).resolve()) if not hasattr(zones, "geometry") else "GeoDataFrame",
             "field": field_name,
             "count": len(per_zone),
             "partial": per_zone.loc[per_zone["coverage"] == "partial", "zone"].tolist(),

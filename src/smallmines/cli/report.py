@@ -27,6 +27,8 @@ def register(app: typer.Typer) -> None:
         max_overlay_px: Annotated[int, typer.Option(help="Largest side of a raster layer on the web map, pixels.",
                                                     min=64)] = 1600,
         samples: Annotated[int, typer.Option(help="Sample predictions to draw.", min=0)] = 4,
+        maps: Annotated[list[Path] | None, typer.Option("--maps", help="A map folder (or its mines.tif) to show "
+                                                        "besides those under RUN_DIR (repeatable).")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     ) -> None:
@@ -40,6 +42,7 @@ def register(app: typer.Typer) -> None:
             refuse_overwrite([output], overwrite)
         with api_errors(), progress_bar("reading the dataset") as update:
             path = build_report(run_dir, output, data=data, figures_dir=figures, title=title,
-                                max_overlay_px=max_overlay_px, samples=samples, progress=update)
+                                max_overlay_px=max_overlay_px, samples=samples, progress=update,
+                                maps=maps)
         size = path.stat().st_size / 1e6
         out.print(f"report written to [bold]{path}[/] ({size:.1f} MB)" + (f"; figures in {figures}" if figures else ""))

@@ -340,23 +340,34 @@ def _write_outputs(job: Job, work: WorkFolder, grid: Grid, out: Path, threshold:
     }}
 
 
+def _absolute(path: Any) -> Any:
+    """A local path made absolute (summary.json must not depend on the working directory); others as they are."""
+    if not isinstance(path, (str, Path)) or not str(path) or "://" in str(path) or str(path).startswith("/vsi"):
+        return path
+    return str(Path(path).resolve())
+
+
 def _describe(job: Job, card: ModelCard, ref: ModelRef, check: SceneCheck, cluster: Any, workers: int | None,
               threshold: float, min_area_ha: float, simplify: float, aoi: Any, band_order: Any) -> dict[str, Any]:
     import smallmines
 
     plan = job.plan
+    scene = job.scene.describe()
+    for source in scene["sources"]:
+        source["path"] = _absolute(source["path"])
     return {
         "smallmines": smallmines.__version__, "created": _now(),
-        "model": {"file": ref.path, "checkpoint": ref.checkpoint, "onnx": ref.onnx, "architecture": card.model,
+        "model": {"file": _absolute(ref.path), "checkpoint": _absolute(ref.checkpoint),
+                  "onnx": _absolute(ref.onnx), "architecture": card.model,
                   "channels": list(card.channels), "threshold": card.threshold},
         "backend": {"engine": ref.engine, "device": ref.device, "precision": ref.precision,
                     "cluster": str(cluster) if cluster else None, "workers": workers,
                     "batch_size": job.batch_size or "auto", "readers": job.readers or "auto"},
-        "scene": {**job.scene.describe(), "output_grid": job.scene.grid.sub(*job.scene_spans(
+        "scene": {**scene, "output_grid": job.scene.grid.sub(*job.scene_spans(
             Span(0, plan.height), Span(0, plan.width))).to_dict()},
         "parameters": {"window": plan.size, "overlap": plan.overlap, "margin": plan.margin,
                        "block_windows": plan.per_block, "threshold": threshold, "min_area_ha": min_area_ha,
-                       "simplify": simplify, "aoi": str(aoi) if aoi else None,
+                       "simplify": simplify, "aoi": _absolute(aoi) if aoi else None,
                        "band_order": band_order if band_order is None or isinstance(band_order, str)
                        else ",".join(band_order)},
         "band_check": check.to_dict(),

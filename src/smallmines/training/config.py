@@ -207,6 +207,29 @@ class Config:
         """Plain nested dict (the ``config.yaml`` of a run)."""
         return dataclasses.asdict(self)
 
+    def with_absolute_paths(self) -> Config:
+        """The same configuration with its local paths made absolute.
+
+        data.root, data.splits_dir, a split CSV and model.init: a run folder's ``config.yaml`` then does
+        not depend on the working directory it was trained from.
+        """
+        copy = Config.from_dict(self.to_dict())
+
+        def absolute(value: str | None, must_exist: bool = False) -> str | None:
+            if not value or "://" in value or value.startswith("/vsi"):
+                return value
+            path = Path(value).expanduser()
+            if must_exist and not path.exists():
+                return value
+            return str(path.resolve())
+
+        copy.data.root = absolute(copy.data.root)
+        copy.data.splits_dir = absolute(copy.data.splits_dir)
+        copy.data.splits = absolute(copy.data.splits, must_exist=True) if str(copy.data.splits).endswith(".csv") \
+            else copy.data.splits
+        copy.model.init = absolute(copy.model.init)
+        return copy
+
     def to_yaml(self) -> str:
         """YAML text of :meth:`to_dict`."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

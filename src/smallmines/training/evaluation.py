@@ -353,6 +353,9 @@ def evaluate(
         refuse_overwrite([Path(out) / "metrics.json"], overwrite)
     data_cfg = card.config.get("data", {})
     root = data if data is not None else data_cfg.get("root")
+    if isinstance(root, str) and not isinstance(checkpoint, tuple) and not Path(root).exists():
+        beside = _run_dir_of(Path(checkpoint)) / root  # a relative path of an older run folder moved with its data
+        root = str(beside) if not Path(root).is_absolute() and beside.exists() else root
     if root is None:
         raise ConfigError("no dataset given and the model card does not name one; pass DATA")
     source = root if isinstance(root, PatchSource) else PatchSource(root, data_cfg.get("splits_dir"))

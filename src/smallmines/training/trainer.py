@@ -387,6 +387,7 @@ def fit(
     if not config.data.root:
         raise ConfigError("data.root is not set: pass the dataset (--data PATH or data.root=PATH)")
     run_dir = Path(out) if out is not None else Path("runs") / config.name
+    config = config.with_absolute_paths()  # config.yaml and the card never depend on the working directory
     config, init_network, init_card, stats = _prepare(config, run_dir, resume, overwrite)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     d = config.data
