@@ -467,3 +467,32 @@ def test_report_refuses_maps_that_are_not_maps(tmp_path: Path) -> None:
     _refused(["report", str(tmp_path), "-o", str(tmp_path / "r.html"), "--maps", str(tmp_path)], "--maps",
              "no mines.tif")
     assert not (tmp_path / "r.html").exists()
+
+
+# ---------------------------------------------------------------- tables and rasters say what they hold
+def test_mines_raster_carries_category_names(mapped: Path) -> None:
+    with rasterio.open(mapped / "mines.tif") as src:
+        assert src.tags()["classes"] == "0=not mining, 1=mining, 255=nodata"
+    sidecar = (mapped / "mines.tif.aux.xml").read_text()
+    assert "<Category>not mining</Category>" in sidecar and "<Category>mining</Category>" in sidecar
+
+
+def test_benchmark_rows_name_their_configuration() -> None:
+    from smallmines.training.benchmarking import to_markdown
+
+    row = {"config": "tiny-fast", "model": "unet (resnet18)", "bands": "all", "channels": 13, "params": 1000,
+           "train_s": 3.0, "seeds": 1, **{f"{s}_{k}": 0.5 for s in ("iou_mining", "miou", "f1_mining",
+                                                                      "precision_mining", "recall_mining")
+                                           for k in ("mean", "std")}}
+    table = to_markdown([row], "test", [0])
+    assert "| Config | Model |" in table and "| tiny-fast | unet (resnet18) |" in table
+
+
+def test_the_no_validation_warning_is_given_once(caplog) -> None:
+    from smallmines.training.evaluation import select_threshold
+
+    empty = type("Empty", (), {"__len__": lambda self: 0})()
+    with caplog.at_level("WARNING", logger="smallmines"):
+        assert select_threshold(None, empty, (), None)["threshold"] == 0.5
+        assert select_threshold(None, empty, (), None, warn=False)["threshold"] == 0.5
+    assert sum("no validation patches" in r.getMessage() for r in caplog.records) == 1

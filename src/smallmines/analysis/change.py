@@ -41,7 +41,14 @@ import pandas as pd
 
 from smallmines.errors import ChangeError
 from smallmines.folders import refuse_overwrite
-from smallmines.legend import CHANGE_NODATA, CLASS_KEYS, ChangeClass, change_colormap
+from smallmines.legend import (
+    CHANGE_NODATA,
+    CLASS_KEYS,
+    ChangeClass,
+    change_categories,
+    change_colormap,
+    write_category_names,
+)
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -160,6 +167,7 @@ def compare_maps(
                            tags={"classes": ", ".join(f"{int(c)}={c.label}" for c in ChangeClass)
                                  + f", {CHANGE_NODATA}=nodata",
                                  "year_a": str(year_a), "year_b": str(year_b)})
+    write_category_names(change_tif, change_categories())
     polygons = change_polygons(change, grid, min_area_ha)
     polygons_path = _write_gpkg(out / "change.gpkg", polygons, "change")
     table = area_table(pixels, grid.pixel_area_m2, year_a, year_b)

@@ -48,6 +48,7 @@ from smallmines.data.scene import Grid, aoi_region, load_aoi, open_scene, parse_
 from smallmines.data.windows import BlockId, Span, make_plan
 from smallmines.errors import ConfigError, DataFormatError
 from smallmines.folders import RUN_TAG, folder_lock, free_space_check, refuse_overwrite
+from smallmines.legend import MINES_CATEGORIES, write_category_names
 from smallmines.mapping.engine import Job, _run_distributed, run_blocks
 from smallmines.mapping.guards import SceneCheck, compare_to_training, enforce, sample_scene
 from smallmines.mapping.predictors import ModelRef, load_predictor, read_card
@@ -328,7 +329,9 @@ def _write_outputs(job: Job, work: WorkFolder, grid: Grid, out: Path, threshold:
     del kept
     tags = {RUN_TAG: run_id}
     _to_cog(prob_tmp, out / OUTPUTS["probability"], "average", 3, "mining probability", tags=tags)
-    _to_cog(mines_tmp, out / OUTPUTS["mines"], "nearest", 2, "mining (1), not mining (0)", MINES_COLOURS, tags)
+    _to_cog(mines_tmp, out / OUTPUTS["mines"], "nearest", 2, "mining (1), not mining (0)", MINES_COLOURS,
+            {**tags, "classes": ", ".join(f"{i}={name}" for i, name in enumerate(MINES_CATEGORIES)) + ", 255=nodata"})
+    write_category_names(out / OUTPUTS["mines"], MINES_CATEGORIES)
     scene_km2 = areas.scene_m2 / 1e6
     return {"areas": {
         "scene_km2": scene_km2, "valid_km2": areas.valid_m2 / 1e6,

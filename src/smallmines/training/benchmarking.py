@@ -159,24 +159,24 @@ def _params(n: int) -> str:
 def to_markdown(table: Sequence[Mapping[str, Any]], split: str, seeds: Sequence[int]) -> str:
     """The comparison table (scores in %, mean ± std over seeds)."""
     lines = [f"# Benchmark on `{split}` (seeds {', '.join(map(str, seeds))})", "",
-             "| Model | Bands | Params | Train time | Mining IoU | mIoU | F1 (mining) | Precision | Recall |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| Config | Model | Bands | Params | Train time | Mining IoU | mIoU | F1 (mining) | Precision | Recall |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in table:
         scores = [_pm(row[f"{s}_mean"], row[f"{s}_std"], row["seeds"]) for s in SCORES]
-        lines.append(f"| {row['model']} | {row['bands']} ({row['channels']}) | {_params(row['params'])} | "
-                     f"{row['train_s']:.0f} s | " + " | ".join(scores) + " |")
+        lines.append(f"| {row['config']} | {row['model']} | {row['bands']} ({row['channels']}) | "
+                     f"{_params(row['params'])} | {row['train_s']:.0f} s | " + " | ".join(scores) + " |")
     lines += ["", "Scores in % on the test split, threshold chosen on validation; "
               "node count for the LightGBM baseline in Params.", ""]
     countries = list(dict.fromkeys(k[: -len("_mean")] for row in table for k in row
                                    if k.startswith(COUNTRY_PREFIX) and k.endswith("_mean")))
     if countries:
         lines += ["Mining IoU per country (%)", "",
-                  "| Model | " + " | ".join(c[len(COUNTRY_PREFIX):] for c in countries) + " |",
-                  "|---|" + "---:|" * len(countries)]
+                  "| Config | Model | " + " | ".join(c[len(COUNTRY_PREFIX):] for c in countries) + " |",
+                  "|---|---|" + "---:|" * len(countries)]
         for row in table:
             cells = [_pm(row.get(f"{c}_mean", math.nan), row.get(f"{c}_std", math.nan), row["seeds"])
                      for c in countries]
-            lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {row['config']} | {row['model']} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

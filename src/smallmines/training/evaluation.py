@@ -130,7 +130,7 @@ def predict_batches(network: nn.Module, arrays: SplitArrays, channels: Sequence[
 
 def select_threshold(network: nn.Module, arrays: SplitArrays, channels: Sequence[str], stats: BandStats,
                      batch_size: int = 64, device: str | torch.device = "auto", autocast: bool = False,
-                     thresholds: Sequence[float] | None = None) -> dict[str, Any]:
+                     thresholds: Sequence[float] | None = None, warn: bool = True) -> dict[str, Any]:
     """The threshold that maximises mining IoU on ``arrays`` (the validation split).
 
     Args:
@@ -143,6 +143,7 @@ def select_threshold(network: nn.Module, arrays: SplitArrays, channels: Sequence
         autocast: bf16 autocast on CUDA.
         thresholds: candidates (default :data:`smallmines.training.metrics.DEFAULT_THRESHOLDS`); one value
             just scores the split at that threshold.
+        warn: log a warning when the split is empty (off for a second call on the same split).
 
     Returns:
         ``{"threshold": float, "scores": {...}, "curve": [mining IoU per candidate]}``; threshold 0.5
@@ -150,7 +151,8 @@ def select_threshold(network: nn.Module, arrays: SplitArrays, channels: Sequence
     """
     if not len(arrays):
         fallback = float(thresholds[0]) if thresholds else 0.5
-        logger.warning("no validation patches: threshold %.2f", fallback)
+        if warn:
+            logger.warning("no validation patches: threshold %.2f", fallback)
         return {"threshold": fallback, "scores": {}, "curve": []}
     device = resolve_device(device)
     sweep = ThresholdSweep(thresholds or DEFAULT_THRESHOLDS).to(device)

@@ -456,7 +456,7 @@ def fit(
 
 
 def _score_on_validation(network: nn.Module, card: ModelCard, val: Any, dm: SmallMinesDataModule, config: Config,
-                         device: torch.device, fixed: tuple[float, ...] | None) -> None:
+                         device: torch.device, fixed: tuple[float, ...] | None, warn: bool = True) -> None:
     """Set a card's validation scores, and for a mining model the threshold that maximises mining IoU.
 
     A change model takes the argmax over its 4 classes: there is no threshold to choose.
@@ -466,7 +466,7 @@ def _score_on_validation(network: nn.Module, card: ModelCard, val: Any, dm: Smal
                                  device)["overall"] if len(val) else {}
     else:
         chosen = select_threshold(network, val, dm.channels, dm.stats, config.train.eval_batch_size, device,
-                                  thresholds=fixed)
+                                  thresholds=fixed, warn=warn)
         card.threshold = float(chosen["threshold"])
         scores = chosen["scores"]
     card.metrics = {"val": scores} if scores else {}
@@ -479,7 +479,7 @@ def _save_final(state: Mapping[str, torch.Tensor], card: ModelCard, val: Any, dm
     final.load_state_dict(state)
     final.to(device).eval()
     final_card = ModelCard.from_dict(card.to_dict())
-    _score_on_validation(final, final_card, val, dm, config, device, fixed)
+    _score_on_validation(final, final_card, val, dm, config, device, fixed, warn=False)  # said once, for the best
     save_model(run_dir / FINAL_MODEL, final.cpu(), final_card)
     return {"path": FINAL_MODEL, "threshold": final_card.threshold, "val": final_card.metrics.get("val", {})}
 
