@@ -432,7 +432,7 @@ def test_a_bad_zone_field_is_refused_before_anything_is_written(mapped: Path, tm
     assert not out.exists() or list(out.iterdir()) == []
 
 
-# ---------------------------------------------------------------- portability: no paths relative to the working directory
+# ---------------------------------------------------------------- portability: no working-directory paths
 def test_a_run_configuration_stores_absolute_paths(tmp_path: Path, monkeypatch) -> None:
     from smallmines.training.config import load_config
 
@@ -496,3 +496,190 @@ def test_the_no_validation_warning_is_given_once(caplog) -> None:
         assert select_threshold(None, empty, (), None)["threshold"] == 0.5
         assert select_threshold(None, empty, (), None, warn=False)["threshold"] == 0.5
     assert sum("no validation patches" in r.getMessage() for r in caplog.records) == 1
+
+
+# ---------------------------------------------------------------- the corpus: bad input across every command
+BAD_INPUTS = [
+    "map {M} {S} -o {R}/m1 --window 100",
+    "map {M} {S} -o {R}/m2 --window 64 --overlap 64",
+    "map {M} {S} -o {R}/m3 --window 64 --overlap 96",
+    "map {M} {S} -o {R}/m4 --block -5",
+    "map {M} {S} -o {R}/m5 --batch-size 0",
+    "map {M} {S} -o {R}/m6 --readers 0",
+    "map {M} {S} -o {R}/m7 --workers 0",
+    "map {M} {S} -o {R}/m8 --scale abc",
+    "map {M} {S} -o {R}/m9 --scale s9=3",
+    "map {M} {S} -o {R}/m10 --scale dem=-1",
+    "map {M} {S} -o {R}/m11 --band-order red,red",
+    "map {M} {S} -o {R}/m12 --band-order foo,bar",
+    "map {M} {S} -o {R}/m13 --precision fp64",
+    "map {M} {S} -o {R}/m14 --device tpu",
+    "map {M} {S} -o {R}/m15 --aoi {R}/text.txt",
+    "map {M} {R}/text.tif -o {R}/m16",
+    "map {M} {R}/empty.tif -o {R}/m17",
+    "map {R}/empty.pt {S} -o {R}/m18",
+    "map {R}/garbage.pt {S} -o {R}/m19",
+    "map {R}/garbage.onnx {S} -o {R}/m20",
+    "map {M} -o {R}/m21",
+    "map {M} {S} -o {R}/m22 --margin -3",
+    "map {M} {S} -o {R}/m23 --threads 0",
+    "map {M} {S} -o {R}/m24 --overlap -32",
+    "map {M} {S} -o {R}/m25 --year 20x",
+    "map {M} {S} -o {R}/m26 --aoi {R}/bad.geojson",
+    "map {M} {S} -o {R}/m27 --aoi {R}/empty.gpkg",
+    "map {M} {S} -o {R}/m28 --window 0",
+    "map {M} {S} -o {R}/m29 --window -64",
+    "map {M} --onnx {R}/garbage.onnx {S} -o {R}/m30",
+    "export {R}/garbage.pt {R}/x.onnx",
+    "export {R}/empty.pt {R}/x.onnx",
+    "export {M} {R}/text.txt/x.onnx",
+    "data check {R}/emptydir",
+    "data check {R}/bad.zip",
+    "data check {R}/emptyzip.zip",
+    "data check {R}/text.txt",
+    "data stats {D} -o {R}/s.json --bands B13",
+    "data stats {D} -o {R}/s.json --split holdout",
+    "data stats {D} -o {R}/s.json --splits bogus",
+    "data stats {D} -o {R}/s.json --val-fraction 2",
+    "data stats {D} -o {R}/s.json --splits {R}/empty.csv",
+    "data stats {D} -o {R}/s.json --splits {R}/nocols.csv",
+    "data stats {D} -o {R}/s.json --splits {R}/badsplit.csv",
+    "data stats {R}/emptydir -o {R}/s.json",
+    "data split {D} -o {R}/x.csv --method bogus",
+    "data split {D} -o {R}/x.csv --method random --test-fraction 1.5",
+    "data split {D} -o {R}/x.csv --method spatial --block-size -5",
+    "data split {D} -o {R}/x.csv --val-fraction -0.1",
+    "data split {D} -o {R}/x.csv --method year --train-years 2016 --test-years 2016",
+    "data split {D} -o {R}/x.csv --method country --test-countries XX",
+    "data pack {R}/emptydir -o {R}/p.smpack",
+    "data pack {R}/bad.zip -o {R}/p.smpack",
+    "data pack {D} -o {R}/text.txt/p.smpack",
+    "data preview {D} -o {R}/p.png --split holdout",
+    "data preview {R}/emptydir -o {R}/p.png",
+    "data preview {D} -o {R}/p.png --splits bogus --split test",
+    "data merge {D} -o {R}/mm",
+    "data merge {D} {R}/emptydir -o {R}/mm",
+    "data merge {D} {D} -o {D}",
+    "data synth {R}/syn --tiles 100000",
+    "data synth {R}/text.txt/syn --tiles 2",
+    "train nosuchpreset --data {D} -o {R}/t1",
+    "train {R}/bad.yaml --data {D} -o {R}/t2",
+    "train {R}/list.yaml --data {D} -o {R}/t3",
+    "train {R}/empty.yaml --data {D} -o {R}/t4",
+    "train tiny --data {R}/emptydir -o {R}/t5",
+    "train tiny --data {R}/nowhere -o {R}/t6",
+    "train tiny --data {D} -o {R}/t7 --set data.bands=bogus",
+    "train tiny --data {D} -o {R}/t8 --set data.splits=bogus",
+    "train tiny --data {D} -o {R}/t9 --set data.splits={R}/nocols.csv",
+    "train tiny --data {D} -o {R}/t10 --init {R}/garbage.pt",
+    "train tiny --data {D} -o {R}/t11 --init {R}/empty.pt",
+    "train tiny --data {D} -o {R}/t12 --resume",
+    "train tiny --data {D} -o {R}/t13 --max-time abc",
+    "train tiny --data {D} -o {R}/t14 --devices abc",
+    "train tiny --data {D} -o {R}/t15 --precision 8-bit",
+    "train tiny --data {D} -o {R}/t16 --stats maybe",
+    "train tiny --data {D} -o {R}/t17 --set model.name=nosuchnet",
+    "train tiny --data {D} -o {R}/t18 --set data.years=[1999]",
+    "train tiny --data {D} -o {R}/t19 --set data.bands=",
+    "train tiny --data {R}/text.txt -o {R}/t20",
+    "evaluate {M} {D} --split holdout",
+    "evaluate {M} {D} --batch-size 0",
+    "evaluate {R}/garbage.pt {D}",
+    "evaluate {R}/empty.pt {D}",
+    "evaluate {M} {R}/emptydir",
+    "evaluate {M} {R}/nowhere",
+    "evaluate {M} {D} --threshold -1",
+    "benchmark tiny --data {D} -o {R}/b --seeds a,b",
+    "benchmark tiny tiny --data {D} -o {R}/b2",
+    "benchmark nosuch --data {D} -o {R}/b3",
+    "change {R}/text.tif {R}/text.tif -o {R}/c1",
+    "change {R}/empty.tif {S} -o {R}/c2",
+    "change {S} {S} -o {R}/c3",
+    "change {R}/nowhere {R}/nowhere2 -o {R}/c4",
+    "change {R}/a {R}/b --years 2016 -o {R}/c5",
+    "change {R}/a {R}/b --years abc -o {R}/c6",
+    "change {R}/a {R}/b {R}/c --confirm 0 -o {R}/c7",
+    "change {R}/a {R}/b --min-area -1 -o {R}/c8",
+    "change --dataset {R}/emptydir -o {R}/c9",
+    "change --dataset {D} -o {R}/c10 --year-a 2022 --year-b 2016",
+    "change --dataset {D} -o {R}/c11 --year-a 1999",
+    "change -o {R}/emptydir --reference {R}/empty.csv",
+    "sample {R}/emptydir -n 10",
+    "sample {S} -n 10",
+    "sample {R}/text.tif -n 10",
+    "report {R}/emptydir -o {R}/r.html",
+    "report {R}/emptydir -o {R}/r.html --data {R}/text.txt",
+    "report {R}/emptydir -o {R}/text.txt/r.html --maps {R}/emptydir",
+    "build --scene {S} --labels {R}/text.txt --country GH --year 2016 -o {R}/bb1",
+    "build --scene {S} --labels {R}/bad.geojson --country GH --year 2016 -o {R}/bb2",
+    "build --scene {S} --labels {R}/empty.gpkg --country GH --year 2016 -o {R}/bb3",
+    "build --scene {R}/text.tif --labels {R}/bad.geojson --country GH --year 2016 -o {R}/bb4",
+    "build --scene {S} --labels {R}/bad.geojson --country G --year 2016 -o {R}/bb5",
+    "build --scene {S} --labels {R}/bad.geojson --country GH --year 1800 -o {R}/bb6",
+    "build --scene {S} --labels {R}/bad.geojson --country GH --year 2016 --max-nodata 2 -o {R}/bb7",
+    "build --scene {S} --labels {R}/bad.geojson --country GH --year 2016 --test-fraction 1.5 -o {R}/bb8",
+    "build --scene {S} --labels {R}/bad.geojson --country GH --year 2016 --bands ndvi -o {R}/bb9",
+    "fetch --year 2016 --bbox 1,2,3 -o {R}/f1",
+    "fetch --year 2016 --bbox 10,10,5,5 -o {R}/f2",
+    "fetch --year 2016 --bbox a,b,c,d -o {R}/f3",
+    "fetch --year 2016 --bbox 0,0,1,1 --months 13 -o {R}/f4",
+    "fetch --year 2016 --bbox 0,0,1,1 --statistic mode -o {R}/f5",
+    "fetch --year 2016 --bbox 0,0,1,1 --stac {R}/text.txt -o {R}/f6",
+    "fetch {R}/bad.geojson --year 2016 -o {R}/f7",
+    "fetch --year 2016 --bbox 0,0,1,1 --collection s3=x -o {R}/f8",
+    "monitor --years 2016 --model {M} --bbox 0,0,1,1 -o {R}/mo1",
+    "monitor --years abc --model {M} --bbox 0,0,1,1 -o {R}/mo2",
+]
+"""Templates: {M} a model, {S} a scene, {D} a small dataset, {R} a folder of junk files (see ``junk``)."""
+USAGE_ERRORS = {
+
+    "change {R}/a {R}/b --min-area -1 -o {R}/c8",
+    "change {R}/a {R}/b --years 2016 -o {R}/c5",
+    "change {R}/a {R}/b --years abc -o {R}/c6",
+    "change {R}/a {R}/b {R}/c --confirm 0 -o {R}/c7",
+    "fetch --year 2016 --bbox 0,0,1,1 --collection s3=x -o {R}/f8",
+    "map {M} {S} -o {R}/m25 --year 20x",
+}
+"""Refused by the option parser (exit 2, typer's framed message naming the option), not by smallmines."""
+
+
+@pytest.fixture(scope="module")
+def junk(scene: dict[str, Path], synth_small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Files a hostile tester feeds: empty, truncated, not what their name says."""
+    import zipfile
+
+    root = tmp_path_factory.mktemp("junk")
+    (root / "text.txt").write_text("hello\n")
+    (root / "empty.tif").write_bytes(b"")
+    (root / "text.tif").write_text("not a tiff")
+    (root / "empty.pt").write_bytes(b"")
+    (root / "garbage.pt").write_bytes(b"\x00garbage" * 10)
+    (root / "garbage.onnx").write_bytes(b"xx")
+    (root / "bad.yaml").write_text("train: [1, 2\n")
+    (root / "list.yaml").write_text("- 1\n- 2\n")
+    (root / "empty.yaml").write_text("")
+    (root / "empty.csv").write_text("")
+    (root / "nocols.csv").write_text("a,b\n1,2\n")
+    (root / "badsplit.csv").write_text("patch_name,class_percentage,bin,split\nIMG_GH_0001_2016.tif,1,0,holdout\n")
+    (root / "bad.geojson").write_text("{not json")
+    (root / "empty.gpkg").write_bytes(b"")
+    (root / "bad.zip").write_bytes(b"PK\x03\x04garbage")
+    zipfile.ZipFile(root / "emptyzip.zip", "w").close()
+    (root / "emptydir").mkdir()
+    return {"R": str(root), "S": str(scene["stacked"]), "M": str(scene["model"]), "D": str(synth_small)}
+
+
+@pytest.mark.parametrize("template", BAD_INPUTS)
+def test_bad_input_gets_a_clear_error_and_no_output(junk: dict[str, str], template: str) -> None:
+    args = [part.format(**junk) for part in template.split()]
+    before = {p for p in Path(junk["R"]).rglob("*") if p.is_file()}
+    result = runner.invoke(app, args)
+    text = result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), (template, result.exception)
+    assert "Traceback" not in text, text
+    if template in USAGE_ERRORS:
+        assert result.exit_code == 2 and "Invalid value" in text, text
+    else:
+        assert result.exit_code == 1 and "error:" in text, f"{template}: exit {result.exit_code}\n{text}"
+    written = {p for p in Path(junk["R"]).rglob("*") if p.is_file()} - before
+    assert not written, f"{template} left {sorted(map(str, written))}"

@@ -200,6 +200,10 @@ def map_scene(
     refuse_overwrite([out / OUTPUTS["summary"]], overwrite)
     if workers is not None and workers < 1:
         raise ConfigError(f"workers={workers}: need at least 1")
+    for option, value in (("--block", block), ("--batch-size", batch_size), ("--readers", readers),
+                          ("--threads", threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{option} {value}: need at least 1 (or leave it out for the default)")
     if threshold is not None:
         threshold = check_threshold(threshold)
     if min_area_ha < 0 or simplify < 0:

@@ -509,9 +509,11 @@ def _read_source(source: str | Path, seen: tuple[str, ...] = ()) -> dict[str, An
     else:
         raise ConfigError(f"{key!r} is neither a preset ({', '.join(sorted(presets))}) nor a YAML file")
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: invalid YAML ({exc})") from exc
+    if data is None:  # an empty file would train every default silently
+        raise ConfigError(f"{origin} is empty; give a preset, or a YAML file with at least 'base: PRESET'")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
     data = dict(data)

@@ -397,13 +397,14 @@ def fit(
                 config.train.batch_size, config.train.eval_batch_size, config.train.augment,
                 config.train.seed, stats, d.cache, data_progress)
     dm.setup("fit")
+    # the network is built before anything is written: an unknown model name leaves no half run folder
+    network = init_network if init_network is not None else build_model(config.model.name, dm.channels,
+                                                                         **config.model.args)
     if overwrite:
         _clear_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.yaml")
     dm.stats.save(run_dir / "stats.json")
-    network = init_network if init_network is not None else build_model(config.model.name, dm.channels,
-                                                                         **config.model.args)
     if config.model.freeze_encoder:
         freeze_encoder(network, config.model.frozen_batch_norm)
     card = ModelCard(config.model.name, dict(config.model.args), dm.channels, dm.stats, 0.5, config.to_dict())
