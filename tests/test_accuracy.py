@@ -247,7 +247,7 @@ def test_cli_sample_and_change_with_reference(change_dir, tmp_path):
     csv["reference"] = csv["stratum"]
     csv.to_csv(tmp_path / "labelled.csv", index=False)
     res = runner.invoke(app, ["change", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "-o", str(change_dir),
-                              "--no-figures", "--reference", str(tmp_path / "labelled.csv")])
+                              "--no-figures", "--overwrite", "--reference", str(tmp_path / "labelled.csv")])
     assert res.exit_code == 0, res.output
     assert "95 %" in res.output and "overall accuracy 1.00" in res.output
     assert (change_dir / "accuracy.json").is_file()

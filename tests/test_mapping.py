@@ -94,7 +94,7 @@ def test_outputs_are_georeferenced_cogs(base: object, files: dict[str, Path]) ->
     assert summary["timing"]["blocks"] == 4 and summary["band_check"]["problems"] == []
     assert summary["scene"]["output_grid"]["crs"] == "EPSG:32630" and summary["year"] is None
     leftovers = [p.name for p in base.out_dir.iterdir()]
-    assert sorted(leftovers) == ["mines.gpkg", "mines.tif", "probability.tif", "summary.json"]
+    assert sorted(leftovers) == ["mines.gpkg", "mines.tif", "mines.tif.aux.xml", "probability.tif", "summary.json"]
 
 
 def test_tiled_equals_whole_image_for_a_bounded_receptive_field(base: object, files: dict[str, Path],
@@ -262,7 +262,8 @@ def test_cli_map_and_its_errors(files: dict[str, Path]) -> None:
                               "--overlap", "64", "--min-area", "0"])
     assert run.exit_code == 0, run.output
     assert (out / "mines.gpkg").is_file() and "mining" in run.output
-    bad = runner.invoke(app, ["map", str(files["conv"]), str(files["stacked"]), "-o", str(out), "--overlap", "48"])
+    bad = runner.invoke(app, ["map", str(files["conv"]), str(files["stacked"]), "-o", str(out), "--overlap", "48",
+                                     "--overwrite"])
     assert bad.exit_code == 1 and "overlap=48" in bad.output
     no_model = runner.invoke(app, ["map", str(files["stacked"]), "-o", str(out)])
     assert no_model.exit_code == 1 and "model file" in no_model.output

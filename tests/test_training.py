@@ -290,7 +290,7 @@ def test_cli_train_evaluate_benchmark(synth_root, tmp_path):
     bad = runner.invoke(app, ["benchmark", "tiny", "--data", str(synth_root), "-o", str(tmp_path / "b2"),
                               "--max-time", "tomorrow"])
     assert bad.exit_code == 1 and "max_time" in bad.output
-    assert "| Model | Bands | Params | Train time | Mining IoU | mIoU | F1" in (bench / "benchmark.md").read_text()
+    assert "| Config | Model | Bands | Params | Train time | Mining IoU" in (bench / "benchmark.md").read_text()
     with open(bench / "benchmark.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["config"] for r in rows] == ["tiny", "pixel-lgbm"] and all(r["seeds"] == "2" for r in rows)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from smallmines.errors import ConfigError
@@ -58,3 +58,42 @@ def folder_lock(folder: str | Path, command: str) -> Iterator[Path]:
         finally:
             path.unlink(missing_ok=True)  # before unlocking, so no one locks a file about to vanish
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def refuse_overwrite(paths: Iterable[str | Path], overwrite: bool) -> None:
+    """Refuse to replace outputs that exist, unless ``overwrite`` (rio's habit).
+
+    Args:
+        paths: the outputs a command would replace (files or folders); the first that exists is named.
+        overwrite: replace them (``--overwrite``).
+
+    Raises:
+        ConfigError: one of ``paths`` exists and ``overwrite`` is False.
+    """
+    if overwrite:
+        return
+    for path in paths:
+        if Path(path).exists():
+            raise ConfigError(f"{path} exists; give --overwrite to replace it (or choose another output)")
+
+
+def free_space_check(folder: str | Path, needed: int, what: str) -> None:
+    """Refuse a write of ``needed`` bytes into ``folder`` when its file system has less free space.
+
+    Args:
+        folder: where the file goes (the nearest existing parent is measured).
+        needed: bytes the write needs.
+        what: the file, for the message.
+
+    Raises:
+        ConfigError: not enough free space (a memory-mapped write would die with SIGBUS instead).
+    """
+    import shutil
+
+    place = Path(folder).absolute()
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    free = shutil.disk_usage(place).free
+    if free < needed:
+        raise ConfigError(f"{what} needs {needed / 2**20:,.1f} MiB but {place} has only {free / 2**20:,.1f} MiB "
+                          "free; free space or write somewhere else")

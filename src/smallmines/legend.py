@@ -8,7 +8,9 @@ stage can use it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
+from pathlib import Path
 
 
 class ChangeClass(IntEnum):
@@ -75,3 +77,38 @@ def change_colormap() -> dict[int, tuple[int, int, int, int]]:
     table = {int(c): hex_to_rgba(CHANGE_COLOURS[c]) for c in ChangeClass}
     table[CHANGE_NODATA] = (0, 0, 0, 0)
     return table
+
+
+MINES_CATEGORIES = ("not mining", "mining")
+"""Category names of ``mines.tif`` values 0 and 1 (255 is nodata)."""
+
+
+def change_categories() -> tuple[str, ...]:
+    """Category names of ``change.tif`` values 0-3, in code order."""
+    return tuple(c.label for c in ChangeClass)
+
+
+def write_category_names(raster: str | Path, names: Sequence[str]) -> Path:
+    """Write GDAL category names of band 1 (value i is ``names[i]``) as the raster's PAM sidecar.
+
+    GeoTIFF holds no category names itself; GDAL, QGIS and ArcGIS read them from ``RASTER.aux.xml``
+    (written atomically here, replacing an older one).
+
+    Args:
+        raster: the raster file.
+        names: one name per value from 0.
+
+    Returns:
+        The sidecar's path.
+    """
+    import os
+    from xml.sax.saxutils import escape
+
+    sidecar = Path(f"{raster}.aux.xml")
+    categories = "".join(f"      <Category>{escape(name)}</Category>\n" for name in names)
+    text = (f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>\n{categories}    </CategoryNames>\n'
+            "  </PAMRasterBand>\n</PAMDataset>\n")
+    tmp = sidecar.with_name(f".{sidecar.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, sidecar)
+    return sidecar

@@ -42,6 +42,7 @@ from smallmines.acquire.grid import Area, Grid, grid_for, read_area
 from smallmines.acquire.raster import KEY_TAG, Product, Staging, chunk_windows, existing_key
 from smallmines.bands import BAND_NAMES, IMAGE_NODATA
 from smallmines.errors import CatalogError, ConfigError
+from smallmines.folders import refuse_overwrite
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +222,8 @@ def _require_clear(count: Path, items: int, window: tuple[datetime, datetime]) -
 def fetch(aoi: str | Path | tuple[float, float, float, float], year: int, out_dir: str | Path, *,
           stac: str | Path = "planetary-computer", months: str | int = "1", statistic: str = "median",
           collections: dict[str, str | None] | None = None, chunk: int = 512,
-          progress: Progress | None = None, s1_stac: str | Path | None = None) -> FetchResult:
+          progress: Progress | None = None, s1_stac: str | Path | None = None,
+          overwrite: bool = True) -> FetchResult:
     """Fetch and composite Sentinel-2 L2A, Sentinel-1 RTC and the Copernicus DEM for an area and a year.
 
     Args:
@@ -238,6 +240,9 @@ def fetch(aoi: str | Path | tuple[float, float, float, float], year: int, out_di
         progress: called as ``progress(done, total)`` after each chunk written.
         s1_stac: another catalogue for Sentinel-1 RTC (same forms as ``stac``), for catalogues that
             serve none: ``stac="earth-search", s1_stac="planetary-computer"``.
+        overwrite: replace files of another request (other area, year, items or options) in ``out_dir``;
+            the command line refuses by default (``--overwrite``). Files of the same request are reused
+            either way.
 
     Returns:
         The files written and the provenance record (also in ``fetch.json``).
@@ -278,6 +283,7 @@ def fetch(aoi: str | Path | tuple[float, float, float, float], year: int, out_di
                                                               keys["s2"])]
     blocks = len(_windows(grid, chunk))
     todo = [name for name in ("s2", "s1", "dem", "scene") if name not in reused]
+    refuse_overwrite([files[name] for name in todo], overwrite)
     done, total = [0], blocks * len(todo)
 
     def tick() -> None:

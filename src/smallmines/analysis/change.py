@@ -40,7 +40,15 @@ import numpy as np
 import pandas as pd
 
 from smallmines.errors import ChangeError
-from smallmines.legend import CHANGE_NODATA, CLASS_KEYS, ChangeClass, change_colormap
+from smallmines.folders import refuse_overwrite
+from smallmines.legend import (
+    CHANGE_NODATA,
+    CLASS_KEYS,
+    ChangeClass,
+    change_categories,
+    change_colormap,
+    write_category_names,
+)
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -103,6 +111,7 @@ def compare_maps(
     min_area_ha: float = 0.0,
     figures: bool = True,
     reference: str | Path | None = None,
+    overwrite: bool = True,
 ) -> ChangeResult:
     """Compare two mine maps: change raster, polygons, area table, growth and zonal statistics.
 
@@ -119,6 +128,8 @@ def compare_maps(
         reference: a labelled sample of this change map (``sample.gpkg``/``sample.csv`` from
             :func:`~smallmines.analysis.sampling.draw_sample`, ``reference`` filled in): adds
             ``accuracy.json``, ``area_estimates.csv`` and ``summary["area_estimates"]``.
+        overwrite: replace the outputs of an earlier comparison in ``out_dir`` (the command line
+            refuses by default, ``--overwrite``).
 
     Returns:
         The :class:`ChangeResult` (paths, area table, summary, zones).
@@ -133,6 +144,9 @@ def compare_maps(
     .. versionchanged:: 0.2 ``reference``.
     """
     out = Path(out_dir)
+    refuse_overwrite([out / "summary.json", out / "change.tif"], overwrite)
+    # everything that can be refused is checked before the first file is written
+    zone_frame = read_zones(zones, zone_field) if zones is not None else None
     a, b = read_binary_map(map_a), read_binary_map(map_b)
     year_a = int(year_a if year_a is not None else a.year or 2016)
     year_b = int(year_b if year_b is not None else b.year or 2022)
@@ -153,6 +167,7 @@ def compare_maps(
                            tags={"classes": ", ".join(f"{int(c)}={c.label}" for c in ChangeClass)
                                  + f", {CHANGE_NODATA}=nodata",
                                  "year_a": str(year_a), "year_b": str(year_b)})
+    write_category_names(change_tif, change_categories())
     polygons = change_polygons(change, grid, min_area_ha)
     polygons_path = _write_gpkg(out / "change.gpkg", polygons, "change")
     table = area_table(pixels, grid.pixel_area_m2, year_a, year_b)
@@ -162,7 +177,8 @@ def compare_maps(
     summary: dict[str, Any] = {
         "year_a": year_a,
         "year_b": year_b,
-        "inputs": {"map_a": str(a.path), "map_b": str(b.path), "crs_a": a.crs.to_string(),
+        "inputs": {"map_a": str(Path(a.path).resolve()), "map_b": str(Path(b.path).resolve()),
+                   "crs_a": a.crs.to_string(),
                    "crs_b": b.crs.to_string()},
         "grid": {"crs": grid.crs.to_string(), "resolution_m": list(grid.res), "width": grid.width,
                  "height": grid.height, "bounds": list(grid.bounds)},
@@ -187,14 +203,14 @@ def compare_maps(
                            100 * summary[key], m.path)
     result = ChangeResult(out, change_tif, polygons_path, areas_csv, out / "summary.json", table, summary)
 
-    if zones is not None:
-        frame, field_name = read_zones(zones, zone_field)
+    if zone_frame is not None:
+        frame, field_name = zone_frame
         per_zone = zonal_stats(change, grid, frame, field_name, year_a, year_b)
         result.zones = per_zone
         result.zones_csv = _write_csv(out / "zones.csv", pd.DataFrame(per_zone.drop(columns="geometry")))
         result.zones_gpkg = _write_gpkg(out / "zones.gpkg", per_zone, "zones")
         summary["zones"] = {
-            "source": str(zones) if not hasattr(zones, "geometry") else "GeoDataFrame",
+            "source": str(Path(zones).resolve()) if not hasattr(zones, "geometry") else "GeoDataFrame",
             "field": field_name,
             "count": len(per_zone),
             "partial": per_zone.loc[per_zone["coverage"] == "partial", "zone"].tolist(),

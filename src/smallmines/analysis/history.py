@@ -40,6 +40,7 @@ from smallmines.analysis.areas import MAP_NODATA, SQM_PER_HA, growth
 from smallmines.analysis.maps import BinaryMap, Grid, align, common_grid, read_binary_map
 from smallmines.analysis.writers import _clean, _write_csv, _write_json, write_cog
 from smallmines.errors import ChangeError
+from smallmines.folders import refuse_overwrite
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -236,6 +237,7 @@ def map_history(
     figures: bool = True,
     reference: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = True,
 ) -> HistoryResult:
     """The mining history of many dated maps, and the change between the first and the last.
 
@@ -252,6 +254,8 @@ def map_history(
         figures: also write ``figures/history`` (and the change figures) as PNG and PDF.
         reference: a labelled sample of the first-to-last change map (see :func:`compare_maps`).
         progress: ``progress(done, total)`` after each map is aligned.
+        overwrite: replace the outputs of an earlier run in ``out_dir`` (the command line refuses by
+            default, ``--overwrite``).
 
     Returns:
         The :class:`HistoryResult`.
@@ -267,6 +271,7 @@ def map_history(
     from smallmines.analysis.change import compare_maps
 
     out = Path(out_dir)
+    refuse_overwrite([out / "summary.json", out / "change.tif", out / "history.csv"], overwrite)
     if confirm < 1:
         raise ChangeError(f"confirm {confirm} must be 1 or more (1 keeps every map as it is)")
     dated = _dated(maps, years)
@@ -289,7 +294,8 @@ def map_history(
                 ", ".join(map(str, year_list)), grid.width, grid.height, confirm, table["flicker_ha"].sum())
 
     change = compare_maps(dated[0][1].path, dated[-1][1].path, out, year_list[0], year_list[-1], zones=zones,
-                          zone_field=zone_field, min_area_ha=min_area_ha, figures=figures, reference=reference)
+                          zone_field=zone_field, min_area_ha=min_area_ha, figures=figures, reference=reference,
+                          overwrite=True)
     tags = {"years": ",".join(map(str, year_list)), "confirm": str(confirm), "never": str(NEVER)}
     first_tif = write_cog(out / "first_year.tif", first, grid.crs, grid.transform, YEAR_NODATA, tags=tags,
                           description=f"year first mapped as mining (0 never), {year_list[0]}-{year_list[-1]}")

@@ -39,6 +39,7 @@ from smallmines.analysis.accuracy import MIN_PER_CLASS, AreaEstimate, allocate_s
 from smallmines.analysis.areas import SQM_PER_HA, class_pixels
 from smallmines.analysis.writers import _clean, _write_csv, _write_gpkg, _write_json
 from smallmines.errors import ChangeError, DataFormatError, MapNotFoundError
+from smallmines.folders import refuse_overwrite
 from smallmines.legend import CHANGE_NODATA, CLASS_KEYS, CLASS_LABELS, ChangeClass
 
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ def sample_pixels(change: np.ndarray, sizes: np.ndarray, rng: np.random.Generato
 
 
 def draw_sample(change: str | Path, n: int, seed: int = 0, min_per_class: int = MIN_PER_CLASS,
-                out_dir: str | Path | None = None) -> SampleResult:
+                out_dir: str | Path | None = None, overwrite: bool = True) -> SampleResult:
     """Draw a stratified random sample of pixels from a change map, for a person to label.
 
     Strata are the change classes (no mining, new, persistent, ceased); sizes follow
@@ -169,6 +170,8 @@ def draw_sample(change: str | Path, n: int, seed: int = 0, min_per_class: int = 
         seed: random seed (the same seed and map give the same sample).
         min_per_class: smallest sample of a mapped class.
         out_dir: where to write (default: the change folder).
+        overwrite: replace an earlier sample there (the command line refuses by default: a sample may
+            hold a person's labels; ``--overwrite``).
 
     Returns:
         The :class:`SampleResult`.
@@ -184,6 +187,7 @@ def draw_sample(change: str | Path, n: int, seed: int = 0, min_per_class: int = 
 
     raster = read_change(change)
     out = Path(out_dir) if out_dir is not None else raster.path.parent
+    refuse_overwrite([out / "sample.csv", out / "sample.gpkg"], overwrite)
     pixels = class_pixels(raster.data)
     counts = np.array([pixels[c] for c in CLASSES], np.int64)
     sizes = allocate_sample(counts, n, min_per_class)
@@ -382,7 +386,7 @@ def estimate_from_sample(raster: ChangeRaster, reference: str | Path, out_dir: s
     return AccuracyResult(est, table, _clean(block), accuracy_json, estimates_csv, len(labelled), skipped)
 
 
-def assess_change(change: str | Path, reference: str | Path) -> AccuracyResult:
+def assess_change(change: str | Path, reference: str | Path, overwrite: bool = True) -> AccuracyResult:
     """Error matrix, accuracies and area estimates with 95 % intervals from a labelled sample.
 
     Writes ``accuracy.json`` and ``area_estimates.csv`` into the change folder and adds an
@@ -391,6 +395,7 @@ def assess_change(change: str | Path, reference: str | Path) -> AccuracyResult:
     Args:
         change: a ``smallmines change`` folder or its ``change.tif`` (the map the sample was drawn from).
         reference: the labelled ``sample.gpkg`` or ``sample.csv``.
+        overwrite: replace an earlier ``accuracy.json`` (the command line refuses by default, ``--overwrite``).
 
     Returns:
         The :class:`AccuracyResult`.
@@ -403,6 +408,7 @@ def assess_change(change: str | Path, reference: str | Path) -> AccuracyResult:
     .. versionadded:: 0.2
     """
     raster = read_change(change)
+    refuse_overwrite([raster.path.parent / "accuracy.json"], overwrite)
     result = estimate_from_sample(raster, reference, raster.path.parent)
     summary_path = raster.path.parent / "summary.json"
     if summary_path.is_file():

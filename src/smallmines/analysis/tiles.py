@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from smallmines.errors import ChangeError, DataFormatError
+from smallmines.folders import refuse_overwrite
 from smallmines.legend import CLASS_KEYS, TILE_STATUS, ChangeClass
 
 if TYPE_CHECKING:
@@ -260,6 +261,7 @@ def dataset_change(
     year_b: int | None = None,
     figures: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = True,
 ) -> DatasetChangeResult:
     """How much the labelled mining of SmallMinesDS grew, per tile and overall.
 
@@ -274,6 +276,8 @@ def dataset_change(
         year_b: second year (default: the latest).
         figures: write the figures.
         progress: called as ``progress(done, total)`` while tiles are read.
+        overwrite: replace the outputs of an earlier run in ``out_dir`` (the command line refuses by
+            default, ``--overwrite``).
 
     Returns:
         The :class:`DatasetChangeResult`.
@@ -285,6 +289,7 @@ def dataset_change(
     .. versionadded:: 0.1
     """
     out = Path(out_dir)
+    refuse_overwrite([out / "summary.json", out / "tiles.csv"], overwrite)
     tiles, summary = tile_growth(path, year_a, year_b, progress)
     ya, yb = summary["year_a"], summary["year_b"]
     px = {c: summary["pixels"][CLASS_KEYS[c]] for c in ChangeClass}

@@ -17,6 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from smallmines.errors import SmallminesError
 
+OVERWRITE_HELP = "Replace outputs that exist (without it, an existing output is an error)."
+
 console = Console(stderr=True)
 out = Console()
 

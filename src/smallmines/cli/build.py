@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from smallmines.cli._common import api_errors, out, progress_bar, setup_logging
+from smallmines.cli._common import OVERWRITE_HELP, api_errors, out, progress_bar, setup_logging
 
 ExistingFile = {"exists": True, "dir_okay": False}
 
@@ -54,6 +54,8 @@ def build_command(
     cluster: Annotated[str | None, typer.Option(help="Dask scheduler address (tcp://host:8786).")] = None,
     workers: Annotated[int | None, typer.Option(help="Start a local Dask cluster of N worker processes.",
                                                 min=1)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP + " Another year is added "
+                                            "without it.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Build a SmallMinesDS-format dataset (patches, masks, splits, footprints, card) for one year."""
@@ -69,7 +71,7 @@ def build_command(
                 unknown_values=tuple(unknown_value or UNKNOWN_VALUES), unknown=unknown, like=like, tile=tile_size,
                 stride=stride, bands=bands, band_order=band_order, scale=scale, max_nodata=max_nodata,
                 keep_empty=keep_empty, min_share=min_share, test_fraction=test_fraction, seed=seed,
-                cluster=cluster, workers=workers, progress=update)
+                cluster=cluster, workers=workers, progress=update, overwrite=overwrite)
     grid = result.grid
     table = Table(title=escape(f"{result.year}: {len(result.patches)} patches in {result.out}"), show_header=False)
     splits = {name: sum(1 for s in result.split.values() if s == name) for name in ("train", "test")}

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from smallmines.cli._common import api_errors, console, out, progress_bar, setup_logging
+from smallmines.cli._common import OVERWRITE_HELP, api_errors, console, out, progress_bar, setup_logging
 
 
 def _growth_line(summary: dict[str, Any]) -> str:
@@ -126,6 +126,7 @@ def register(app: typer.Typer) -> None:
                                                        "assesses the change folder OUTPUT as it is.",
                                                        dir_okay=False)] = None,
         figures: Annotated[bool, typer.Option(help="Also write PNG/PDF figures under OUTPUT/figures.")] = True,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     ) -> None:
         """Map where mining appeared, persisted and ceased between two years, with areas and growth.
@@ -146,7 +147,8 @@ def register(app: typer.Typer) -> None:
                 from smallmines.analysis.tiles import dataset_change
 
                 with progress_bar("reading tile pairs") as update:
-                    result = dataset_change(dataset, output, year_a, year_b, figures=figures, progress=update)
+                    result = dataset_change(dataset, output, year_a, year_b, figures=figures, progress=update,
+                                            overwrite=overwrite)
                 s = result.summary
                 out.print(f"[bold]{s['tiles_paired']:,}[/] tiles in both {s['year_a']} and {s['year_b']}"
                           + (f" ({s['tiles_unpaired']:,} in one year only, left out)" if s["tiles_unpaired"] else ""))
@@ -158,7 +160,7 @@ def register(app: typer.Typer) -> None:
             if not maps and reference is not None:
                 from smallmines.analysis.sampling import assess_change
 
-                assessed = assess_change(output, reference)
+                assessed = assess_change(output, reference, overwrite=overwrite)
                 _print_estimates(assessed.table, assessed.summary)
                 console.print(f"written to {assessed.accuracy_json} and {assessed.estimates_csv}")
                 return
@@ -173,7 +175,7 @@ def register(app: typer.Typer) -> None:
                 year_a, year_b = dated or (year_a, year_b)
                 result = compare_maps(maps[0], maps[1], output, year_a, year_b,
                                       zones=zones, zone_field=zone_field, min_area_ha=min_area, figures=figures,
-                                      reference=reference)
+                                      reference=reference, overwrite=overwrite)
             else:
                 if year_a is not None or year_b is not None:
                     raise typer.BadParameter("with more than two maps give --years Y1,Y2,... instead of --year-a/-b")
@@ -182,7 +184,7 @@ def register(app: typer.Typer) -> None:
                 with progress_bar("aligning maps") as update:
                     history = map_history(maps, output, dated, confirm, zones=zones,
                                           zone_field=zone_field, min_area_ha=min_area, figures=figures,
-                                          reference=reference, progress=update)
+                                          reference=reference, progress=update, overwrite=overwrite)
                 result = history.change
             _print_areas(result.table)
             out.print(_growth_line(result.summary))
@@ -207,6 +209,8 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default: CHANGE_DIR).")
                           ] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP + " A sample may hold labels.")
+                             ] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     ) -> None:
         """Draw a stratified random sample of points from a change map, for a person to label.
@@ -222,7 +226,8 @@ def register(app: typer.Typer) -> None:
         with api_errors():
             from smallmines.analysis.sampling import draw_sample
 
-            result = draw_sample(change_dir, n, seed=seed, min_per_class=min_per_class, out_dir=output)
+            result = draw_sample(change_dir, n, seed=seed, min_per_class=min_per_class, out_dir=output,
+                                 overwrite=overwrite)
         view = Table(show_edge=False, header_style="bold")
         for name in ("stratum", "mapped pixels", "weight", "points"):
             view.add_column(name, justify="left" if name == "stratum" else "right")

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from smallmines.cli._common import api_errors, console, out, progress_bar
+from smallmines.cli._common import OVERWRITE_HELP, api_errors, console, out, progress_bar
 
 app = typer.Typer(help="Datasets: synthesise, check, split, compute statistics, pack and preview.",
                   no_args_is_help=True)
@@ -25,6 +25,7 @@ DatasetArg = Annotated[Path, typer.Argument(help="SmallMinesDS.zip, the folder h
 SplitsDirOpt = Annotated[Path | None, typer.Option("--splits-dir", help="Folder holding train_test_splits_{YEAR}.csv "
                                                    "when not beside the data.", file_okay=False)]
 SeedOpt = Annotated[int, typer.Option(help="Seed for every random choice.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)]
 MAX_PROBLEMS = 40
 """Problems printed by ``check``; the JSON report holds all of them."""
 
@@ -64,16 +65,20 @@ def synth(
                                           help="File names with the GH_ country code, or without.")] = True,
     workers: Annotated[int, typer.Option(help="Processes rendering patches (same files for any number).",
                                          min=1)] = 1,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a synthetic dataset in the published SmallMinesDS layout (with split files)."""
     from smallmines.data.layout import discover
     from smallmines.data.synth.patches import synthesize_dataset
     from smallmines.data.synth.scenes import synthesize_scene
+    from smallmines.folders import refuse_overwrite
 
     with api_errors():
+        if scene_size:
+            refuse_overwrite([output / "scenes"], overwrite)
         with progress_bar("synthesising patches") as update:
             path = synthesize_dataset(output, tiles=tiles, seed=seed, country="GH" if country else None, zip=zip_,
-                                      progress=update, workers=workers)
+                                      progress=update, workers=workers, overwrite=overwrite)
         scenes = {}
         if scene_size:
             with progress_bar("synthesising scenes") as update:
@@ -100,10 +105,14 @@ def check(
                                                 help="Folder holding train_test_splits_{YEAR}.csv when not beside "
                                                      "the data.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the full report as JSON.")] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Check every file; list each problem with its file. Exit code 1 when an error was found."""
     from smallmines.data.check import ERROR, check_dataset
+    from smallmines.folders import refuse_overwrite
 
+    with api_errors():
+        refuse_overwrite([json_path] if json_path else [], overwrite)
     with api_errors(), progress_bar("checking patches") as update:
         report = check_dataset(path, splits_dir=splits, progress=update)
     if json_path is not None:
@@ -148,13 +157,17 @@ def stats(
     seed: SeedOpt = 0,
     val_fraction: Annotated[float, typer.Option(help="Share of train carved out as validation.")] = 0.1,
     splits_dir: SplitsDirOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Per-channel mean and standard deviation of the training split, saved as JSON with channel names."""
     from smallmines.data.dataset import SmallMinesDS
 
     if split != "train":
         console.print(f"[yellow]warning:[/] statistics from the {split!r} split; normalisation should use train only")
+    from smallmines.folders import refuse_overwrite
+
     with api_errors():
+        refuse_overwrite([output], overwrite)
         dataset = SmallMinesDS(path, split=split, bands=bands, splits=splits, seed=seed, val_fraction=val_fraction,
                                splits_dir=splits_dir)
         with progress_bar(f"statistics of {len(dataset)} {split} patches") as update:
@@ -186,6 +199,7 @@ def split_(
     test_countries: Annotated[str | None, typer.Option(help="Comma-separated test country codes (country).")
                               ] = None,
     splits_dir: SplitsDirOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a reproducible split CSV (official format plus val) and print its counts per year."""
     from smallmines.data.dataset import export_split
@@ -193,7 +207,10 @@ def split_(
     def years(text: str | None) -> tuple[int, ...] | None:
         return None if text is None else tuple(int(y) for y in text.split(",") if y.strip())
 
+    from smallmines.folders import refuse_overwrite
+
     with api_errors():
+        refuse_overwrite([output], overwrite)
         try:
             options = {"test_fraction": test_fraction, "block_size": block_size,
                        "train_years": years(train_years), "test_years": years(test_years),
@@ -211,15 +228,18 @@ def pack(
     path: DatasetArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="Pack file to write (.smpack).")],
     splits_dir: SplitsDirOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Pack every usable patch into one memory-mapped file; unreadable patches are skipped and listed."""
     from smallmines.data.layout import discover
     from smallmines.data.pack import PackedSource, pack_dataset
+    from smallmines.folders import refuse_overwrite
 
     with api_errors():
+        refuse_overwrite([output], overwrite)
         layout = discover(path)
         with progress_bar("packing patches", total=len(layout.patches)) as update:
-            result = pack_dataset(layout, output, progress=update, splits_dir=splits_dir)
+            result = pack_dataset(layout, output, progress=update, splits_dir=splits_dir, overwrite=overwrite)
         packed = PackedSource(result)
     header = packed.header
     size_mb = result.stat().st_size / 2**20
@@ -239,11 +259,14 @@ def preview(
     seed: SeedOpt = 0,
     splits_dir: SplitsDirOpt = None,
     dpi: Annotated[int, typer.Option(help="PNG resolution.", min=30, max=600)] = 110,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Draw a grid of patches: S2 true colour, S1 VV, DEM and mask, with patch id and mining share."""
     from smallmines.data.preview import preview_grid
+    from smallmines.folders import refuse_overwrite
 
     with api_errors():
+        refuse_overwrite([output], overwrite)
         figure = preview_grid(path, n, split=split, splits=splits, seed=seed, splits_dir=splits_dir)
         output.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(output, dpi=dpi)
@@ -257,12 +280,13 @@ def merge(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the merged dataset.")],
     country: Annotated[str | None, typer.Option(help="Country code for file names without one "
                                                      "(IMG_0001_2016.tif).")] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Merge datasets into one (files copied, tile ids kept unique, split files merged per year)."""
     from smallmines.data.build.merge import merge_datasets
 
     with api_errors(), progress_bar("merging patches") as update:
-        result = merge_datasets(datasets, output, country=country, progress=update)
+        result = merge_datasets(datasets, output, country=country, progress=update, overwrite=overwrite)
     table = Table(title=escape(f"merged into {result.out}"))
     for column in ("source", "patches", "renumbered"):
         table.add_column(column, justify="left" if column == "source" else "right")

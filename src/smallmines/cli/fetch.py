@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from smallmines.cli._common import api_errors, out, progress_bar, setup_logging
+from smallmines.cli._common import OVERWRITE_HELP, api_errors, out, progress_bar, setup_logging
 
 
 def _collections(pairs: list[str] | None) -> dict[str, str | None]:
@@ -47,6 +47,8 @@ def register(app: typer.Typer) -> None:
             help="Override a collection id: s2=ID, s1=ID or dem=ID (repeatable).")] = None,
         chunk: Annotated[int, typer.Option(help="Dask chunk side in pixels (memory per chunk grows with its "
                                                       "square and the number of observations).", min=64)] = 512,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP + " Files of the same request "
+                                                "are reused without it.")] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     ) -> None:
         """Fetch Sentinel-2 L2A, Sentinel-1 RTC and the Copernicus DEM for AOI and composite them.
@@ -63,7 +65,7 @@ def register(app: typer.Typer) -> None:
             with progress_bar("compositing") as update:
                 result = fetch_scene(aoi or bbox, year, output, stac=stac, months=months, statistic=statistic,
                                      collections=_collections(collection), chunk=chunk, progress=update,
-                                     s1_stac=s1_stac)
+                                     s1_stac=s1_stac, overwrite=overwrite)
         record = result.record
         grid = record["grid"]
         table = Table(title=f"fetched {year} into {escape(str(result.out_dir))}", show_edge=False,

@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from smallmines.cli._common import api_errors, console, out, setup_logging
+from smallmines.cli._common import OVERWRITE_HELP, api_errors, console, out, setup_logging
 
 MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".onnx")
 GDAL_CACHE_MB = 512
@@ -61,6 +61,8 @@ def map_command(
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Reuse finished blocks of an interrupted run.")
                       ] = True,
     keep_work: Annotated[bool, typer.Option(help="Keep the per-block results in OUT/.work.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP + " An interrupted run is resumed "
+                                            "without it.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Map mining over whole scenes: probability.tif, mines.tif, mines.gpkg and summary.json.
@@ -81,7 +83,8 @@ def map_command(
                 window=window, overlap=overlap, margin=margin, block=block, batch_size=batch_size, device=device,
                 precision=precision, onnx=onnx, cluster=cluster, workers=workers, readers=readers, threads=threads,
                 scale=scale, band_order=band_order, force=force, threshold=threshold, min_area_ha=min_area,
-                simplify=simplify, year=year, resume=resume, keep_work=keep_work, progress=progress)
+                simplify=simplify, year=year, resume=resume, keep_work=keep_work, overwrite=overwrite,
+                progress=progress)
     areas, timing = result.summary["areas"], result.summary["timing"]
     table = Table(title=f"map written to {result.out_dir}", show_header=False)
     table.add_row("scene", f"{areas['scene_km2']:,.1f} km2 ({100 * areas['valid_fraction']:.1f}% valid)")
@@ -128,13 +131,16 @@ def export_command(
     output: Annotated[Path, typer.Argument(help="The .onnx file to write.")],
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 18,
     check: Annotated[bool, typer.Option(help="Compare ONNX Runtime with PyTorch on a random input.")] = True,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Export a checkpoint to ONNX with its model card (channels, statistics, threshold) in the metadata."""
     setup_logging(verbose)
     with api_errors():
+        from smallmines.folders import refuse_overwrite
         from smallmines.models.export import export_onnx
 
+        refuse_overwrite([output], overwrite)
         result = export_onnx(checkpoint, output, opset=opset, check=check)
     diff = "" if result.max_abs_diff is None else f"; max probability difference from PyTorch {result.max_abs_diff:.2e}"
     out.print(f"wrote {result.path} ({result.card.model}, {len(result.card.channels)} channels{diff})")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from smallmines.cli._common import api_errors, out, progress_bar, setup_logging
+from smallmines.cli._common import OVERWRITE_HELP, api_errors, out, progress_bar, setup_logging
 
 
 def register(app: typer.Typer) -> None:
@@ -33,6 +33,9 @@ def register(app: typer.Typer) -> None:
                                                      dir_okay=False)] = None,
         context_field: Annotated[str | None, typer.Option(help="Attribute naming the context polygons "
                                                                "(default: name).")] = None,
+        maps: Annotated[list[Path] | None, typer.Option("--maps", help="A map folder (or its mines.tif) to show "
+                                                        "besides those under RUN_DIR (repeatable).")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     ) -> None:
         """Write one HTML file (opens offline) with the dataset, training, metrics, maps and change.
@@ -41,11 +44,14 @@ def register(app: typer.Typer) -> None:
         """
         setup_logging(verbose)
         logging.getLogger("pyogrio").setLevel(logging.DEBUG if verbose else logging.WARNING)
+        from smallmines.folders import refuse_overwrite
         from smallmines.report.build import build_report
 
+        with api_errors():
+            refuse_overwrite([output], overwrite)
         with api_errors(), progress_bar("reading the dataset") as update:
             path = build_report(run_dir, output, data=data, figures_dir=figures, title=title,
                                 max_overlay_px=max_overlay_px, samples=samples, progress=update,
-                                context=context, context_field=context_field)
+                                context=context, context_field=context_field, maps=maps)
         size = path.stat().st_size / 1e6
         out.print(f"report written to [bold]{path}[/] ({size:.1f} MB)" + (f"; figures in {figures}" if figures else ""))

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from smallmines.cli._common import api_errors, console, out
+from smallmines.cli._common import OVERWRITE_HELP, api_errors, console, out
 
 
 def _overrides(sets: list[str] | None, options: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +111,8 @@ def train(
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile on GPU.")] = None,
     devices: Annotated[str | None, typer.Option(help="Devices: auto, a count or ids like [0,1].")] = None,
     list_presets: Annotated[bool, typer.Option("--list-presets", help="List presets and exit.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in OUT (its files only); "
+                                            "--resume continues it instead.")] = False,
 ) -> None:
     """Train a model (or fine-tune one with --init) and write a run folder."""
     from smallmines.training.config import list_presets as presets
@@ -138,7 +140,7 @@ def train(
                                       "train.devices": yaml.safe_load(devices) if devices else None})
         cfg = load_config(config, overrides)
         result = fit(cfg, out=output, resume=resume, progress=console.is_terminal,
-                     data_progress=_ReadingProgress("reading patches"))
+                     data_progress=_ReadingProgress("reading patches"), overwrite=overwrite)
     s = result.summary
     if not s:
         return
@@ -168,6 +170,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Patches per forward pass.")] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1...")] = "auto",
     tta: Annotated[bool, typer.Option(help="Average over the 8 flips/rotations.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Evaluate a model: metrics overall, per year and per mining-share bin, per-patch CSV."""
     from smallmines.errors import ConfigError
@@ -182,7 +185,7 @@ def evaluate(
             except ValueError:
                 raise ConfigError(f"--threshold {threshold!r}; use card, val or a number in (0, 1)") from None
         result = run(checkpoint, data, split, threshold=chosen, out=output, batch_size=batch_size, device=device,
-                     tta=tta, progress=_ReadingProgress("reading patches"))
+                     tta=tta, progress=_ReadingProgress("reading patches"), overwrite=overwrite)
     if len(result.confusion) == 4:  # a change model: 4 x 4 confusion of the change classes
         out.print(_change_table(f"{split} split, {len(result.per_patch)} pairs, change classes", result.overall))
         if result.out:
@@ -207,6 +210,8 @@ def benchmark(
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
     max_time: Annotated[str | None, typer.Option(
         help="Wall-clock training budget of every run, e.g. 10m (compare recipes at equal time).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Retrain every run (without it, finished runs of "
+                                            "the same configuration are reused, interrupted ones resumed).")] = False,
 ) -> None:
     """Train and evaluate several configs on the same split and seeds; write the comparison table."""
     from smallmines.errors import ConfigError
@@ -218,7 +223,7 @@ def benchmark(
         except ValueError:
             raise ConfigError(f"--seeds {seeds!r}; give integers separated by commas, e.g. 0,1,2") from None
         result = run(configs, seed_list, data=data, out=output, overrides=sets, split=split,
-                     progress=console.is_terminal, max_time=max_time)
+                     progress=console.is_terminal, max_time=max_time, overwrite=overwrite)
     out.print(result.markdown)
     out.print(f"written to {result.out}/benchmark.md, benchmark.csv and runs.csv")
 

@@ -35,6 +35,7 @@ from smallmines.bands import BAND_NAMES, MASK_NODATA
 from smallmines.data.io import PATCH_SIZE, load_image, load_mask, merge_nodata, mining_share
 from smallmines.data.layout import DatasetLayout, PatchKey, PatchRef, discover, find_split_files
 from smallmines.errors import CorruptFileError, DataFormatError, SmallminesError, SplitError
+from smallmines.folders import free_space_check, refuse_overwrite
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ def pack_dataset(
     official: dict[str, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     splits_dir: str | Path | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Write every usable patch of a dataset into one ``.smpack`` file (atomically).
 
@@ -130,13 +132,17 @@ def pack_dataset(
             dataset's split files when they exist (nothing is stored otherwise).
         progress: called as ``progress(done, total)``.
         splits_dir: folder holding ``train_test_splits_{YEAR}.csv`` when not beside the data.
+        overwrite: replace an existing pack (the command line refuses by default, ``--overwrite``).
 
     Returns:
         The pack path.
 
     Raises:
         DataFormatError: when no patch at all can be read.
+        ConfigError: ``out`` exists and ``overwrite`` is False, or its disk has too little free space
+            (checked first: a memory-mapped write into a full disk dies with SIGBUS).
     """
+    refuse_overwrite([out], overwrite)
     layout = layout if isinstance(layout, DatasetLayout) else discover(layout)
     if official is None:
         official = _read_official(layout, splits_dir)
@@ -150,6 +156,7 @@ def pack_dataset(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
+    free_space_check(out.parent, masks_offset + n * size * size, f"the pack {out}")
     kept: list[PatchRef] = []
     centers: list[tuple[float, float]] = []
     crs: list[str | None] = []

@@ -47,7 +47,8 @@ from smallmines.bands import required_bands
 from smallmines.data.scene import Grid, aoi_region, load_aoi, open_scene, parse_scale
 from smallmines.data.windows import BlockId, Span, make_plan
 from smallmines.errors import ConfigError, DataFormatError
-from smallmines.folders import RUN_TAG, folder_lock
+from smallmines.folders import RUN_TAG, folder_lock, free_space_check, refuse_overwrite
+from smallmines.legend import MINES_CATEGORIES, write_category_names
 from smallmines.mapping.engine import Job, _run_distributed, run_blocks
 from smallmines.mapping.guards import SceneCheck, compare_to_training, enforce, sample_scene
 from smallmines.mapping.predictors import ModelRef, load_predictor, read_card
@@ -150,6 +151,7 @@ def map_scene(
     year: int | None = None,
     resume: bool = True,
     keep_work: bool = False,
+    overwrite: bool = True,
     progress: Progress | None = None,
 ) -> MapResult:
     """Map mining over a whole scene; write ``probability.tif``, ``mines.tif``, ``mines.gpkg``, ``summary.json``.
@@ -184,6 +186,8 @@ def map_scene(
             scene's ``fetch.json`` provenance record, else a year in the first input's file name).
         resume: reuse finished blocks of an interrupted run with identical settings.
         keep_work: keep ``.work`` (per-block results) after success.
+        overwrite: replace a finished map in ``out_dir`` (the CLI's ``--overwrite``; the command line
+            refuses by default). An interrupted run (no ``summary.json``) is resumed either way.
         progress: ``progress(done_km2, total_km2)``.
 
     Raises:
@@ -193,8 +197,13 @@ def map_scene(
     """
     start = time.perf_counter()
     out = Path(out_dir)
+    refuse_overwrite([out / OUTPUTS["summary"]], overwrite)
     if workers is not None and workers < 1:
         raise ConfigError(f"workers={workers}: need at least 1")
+    for option, value in (("--block", block), ("--batch-size", batch_size), ("--readers", readers),
+                          ("--threads", threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{option} {value}: need at least 1 (or leave it out for the default)")
     if threshold is not None:
         threshold = check_threshold(threshold)
     if min_area_ha < 0 or simplify < 0:
@@ -226,7 +235,10 @@ def map_scene(
     job = Job(scene, make_plan(rows.size, cols.size, window, overlap, margin, block), (rows.start, cols.start),
               bands, card.channels, stats.mean, stats.std, ref, batch_size, readers,
               geometry.wkb if geometry is not None else None)
+    # the work folder holds float32 probabilities of every pixel, then the rasters are written: check the room first
+    free_space_check(out, grid.width * grid.height * 5, f"a map of {grid.width} x {grid.height} pixels")
     with folder_lock(out, "another smallmines map run"):  # two runs never write one folder
+        refuse_overwrite([out / OUTPUTS["summary"]], overwrite)  # again: another run may have finished meanwhile
         run_id = uuid.uuid4().hex
         (out / OUTPUTS["summary"]).unlink(missing_ok=True)  # written last: its presence marks a complete map
         work = WorkFolder(out / WORK_DIR, _fingerprint(job))
@@ -321,7 +333,9 @@ def _write_outputs(job: Job, work: WorkFolder, grid: Grid, out: Path, threshold:
     del kept
     tags = {RUN_TAG: run_id}
     _to_cog(prob_tmp, out / OUTPUTS["probability"], "average", 3, "mining probability", tags=tags)
-    _to_cog(mines_tmp, out / OUTPUTS["mines"], "nearest", 2, "mining (1), not mining (0)", MINES_COLOURS, tags)
+    _to_cog(mines_tmp, out / OUTPUTS["mines"], "nearest", 2, "mining (1), not mining (0)", MINES_COLOURS,
+            {**tags, "classes": ", ".join(f"{i}={name}" for i, name in enumerate(MINES_CATEGORIES)) + ", 255=nodata"})
+    write_category_names(out / OUTPUTS["mines"], MINES_CATEGORIES)
     scene_km2 = areas.scene_m2 / 1e6
     return {"areas": {
         "scene_km2": scene_km2, "valid_km2": areas.valid_m2 / 1e6,
@@ -333,23 +347,34 @@ def _write_outputs(job: Job, work: WorkFolder, grid: Grid, out: Path, threshold:
     }}
 
 
+def _absolute(path: Any) -> Any:
+    """A local path made absolute (summary.json must not depend on the working directory); others as they are."""
+    if not isinstance(path, (str, Path)) or not str(path) or "://" in str(path) or str(path).startswith("/vsi"):
+        return path
+    return str(Path(path).resolve())
+
+
 def _describe(job: Job, card: ModelCard, ref: ModelRef, check: SceneCheck, cluster: Any, workers: int | None,
               threshold: float, min_area_ha: float, simplify: float, aoi: Any, band_order: Any) -> dict[str, Any]:
     import smallmines
 
     plan = job.plan
+    scene = job.scene.describe()
+    for source in scene["sources"]:
+        source["path"] = _absolute(source["path"])
     return {
         "smallmines": smallmines.__version__, "created": _now(),
-        "model": {"file": ref.path, "checkpoint": ref.checkpoint, "onnx": ref.onnx, "architecture": card.model,
+        "model": {"file": _absolute(ref.path), "checkpoint": _absolute(ref.checkpoint),
+                  "onnx": _absolute(ref.onnx), "architecture": card.model,
                   "channels": list(card.channels), "threshold": card.threshold},
         "backend": {"engine": ref.engine, "device": ref.device, "precision": ref.precision,
                     "cluster": str(cluster) if cluster else None, "workers": workers,
                     "batch_size": job.batch_size or "auto", "readers": job.readers or "auto"},
-        "scene": {**job.scene.describe(), "output_grid": job.scene.grid.sub(*job.scene_spans(
+        "scene": {**scene, "output_grid": job.scene.grid.sub(*job.scene_spans(
             Span(0, plan.height), Span(0, plan.width))).to_dict()},
         "parameters": {"window": plan.size, "overlap": plan.overlap, "margin": plan.margin,
                        "block_windows": plan.per_block, "threshold": threshold, "min_area_ha": min_area_ha,
-                       "simplify": simplify, "aoi": str(aoi) if aoi else None,
+                       "simplify": simplify, "aoi": _absolute(aoi) if aoi else None,
                        "band_order": band_order if band_order is None or isinstance(band_order, str)
                        else ",".join(band_order)},
         "band_check": check.to_dict(),

@@ -158,4 +158,8 @@ def onnx_session(path: str | Path, device: str = "cpu", threads: int | None = No
                               f"{', '.join(ort.get_available_providers())})")
         index = int(device.partition(":")[2] or 0)
         providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), options, providers=providers)
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # onnxruntime's errors share no public base class
+        raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({str(exc).strip().splitlines()[-1]}); "
+                              "export it again with `smallmines export CHECKPOINT model.onnx`") from None

@@ -30,7 +30,7 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -253,6 +253,7 @@ def build_report(
     progress: Callable[[int, int], None] | None = None,
     context: str | Path | None = None,
     context_field: str | None = None,
+    maps: Sequence[str | Path] | None = None,
 ) -> Path:
     """Write one self-contained HTML report of what ``run_dir`` holds.
 
@@ -271,9 +272,11 @@ def build_report(
             when the change folder has none (computed for the report, the folder is not changed).
             The maps always carry the Natural Earth country outlines (:mod:`smallmines.report.context`).
         context_field: attribute naming the context polygons (default ``name``).
+        maps: map folders (or their ``mines.tif``) to show besides those under ``run_dir``.
 
     Returns:
-        The path of the HTML file.
+        The path of the HTML file (local absolute paths in it are written relative to its folder, so
+        a report can be shared or moved with its inputs).
 
     Raises:
         SmallminesError: ``run_dir`` does not exist or holds nothing the report can show, or the
@@ -281,7 +284,7 @@ def build_report(
 
     .. versionadded:: 0.1
     """
-    inputs = find_inputs(run_dir, data)
+    inputs = find_inputs(run_dir, data, maps)
     zones = None
     if context is not None:
         from smallmines.report.context import read_context
@@ -329,20 +332,38 @@ def build_report(
     leaflet_js, leaflet_css = _leaflet_assets() if map_payload else ("", "")
     page = _template().render(
         title=title or _default_title(inputs, view),
-        subtitle=str(inputs.run_dir.resolve()),
+        subtitle=inputs.run_dir.resolve().name,
         chips=chips, cards=cards, sections=sections, notes=inputs.notes,
         colours={CLASS_KEYS[c]: CHANGE_COLOURS[c] for c in ChangeClass},
         leaflet_js=Markup(leaflet_js), leaflet_css=Markup(leaflet_css), leaflet_version=LEAFLET_VERSION,
         map_data=_safe_json(map_payload) if map_payload else None,
         version=__version__, generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        run_dir=str(inputs.run_dir.resolve()),
+        run_dir=inputs.run_dir.resolve().name,
     )
     out = Path(out_html)
+    page = _without_local_paths(page, out, inputs)
     with _atomic(out) as tmp_html:
         tmp_html.write_text(page, encoding="utf-8")
     logger.info("report written to %s (%.1f MB, %d sections%s)", out, out.stat().st_size / 1e6, len(sections),
                 f", {len(figs.written)} figure files" if figs.written else "")
     return out
+
+
+def _without_local_paths(page: str, out: Path, inputs: ReportInputs) -> str:
+    """Write the absolute local paths in ``page`` relative to the report's folder (the home folder as ``~``)."""
+    import os
+
+    folder = out.parent.resolve()
+    places = {Path.cwd().resolve(), inputs.run_dir.resolve(), folder, *(m.path.resolve() for m in inputs.maps),
+              *(c.path.resolve() for c in inputs.changes)}
+    if inputs.data is not None:
+        places.add(Path(inputs.data).resolve().parent)
+    places = {p for p in places if len(p.parts) > 2}  # never a bare /home or /tmp
+    for place in sorted(places, key=lambda p: len(str(p)), reverse=True):
+        page = page.replace(str(place) + os.sep, os.path.relpath(place, folder) + "/").replace(
+            str(place), os.path.relpath(place, folder))
+    home = str(Path.home())
+    return page.replace(home + os.sep, "~/") if len(Path(home).parts) > 1 else page
 
 
 def _default_title(inputs: ReportInputs, view: DatasetView | None) -> str:

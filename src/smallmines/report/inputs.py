@@ -173,19 +173,21 @@ def _change_folder(path: Path, notes: list[str]) -> ChangeFolder:
                         _read_csv(path / "tiles.csv"))
 
 
-def find_inputs(run_dir: str | Path, data: str | Path | None = None) -> ReportInputs:
+def find_inputs(run_dir: str | Path, data: str | Path | None = None,
+                maps: Sequence[str | Path] | None = None) -> ReportInputs:
     """Look into ``run_dir`` for a training run, maps, change folders and a dataset.
 
     Args:
         run_dir: any folder (a training run, a map folder, a change folder, a dataset, or a folder
             holding ``maps/`` and ``change/``).
         data: the dataset; overrides ``config.yaml`` ``data.root``.
+        maps: more map folders (or their ``mines.tif``), besides ``run_dir`` and ``run_dir/maps/*``.
 
     Returns:
         The inputs found, with notes on what is missing or unreadable.
 
     Raises:
-        SmallminesError: ``run_dir`` does not exist.
+        SmallminesError: ``run_dir`` does not exist, or a map of ``maps`` is not a map.
     """
     from smallmines.errors import DatasetNotFoundError
 
@@ -218,6 +220,14 @@ def find_inputs(run_dir: str | Path, data: str | Path | None = None) -> ReportIn
     map_dirs = [run] if (run / "mines.tif").is_file() else []
     map_dirs += sorted(p for p in (run / "maps").glob("*") if (p / "mines.tif").is_file() or
                        (p / "probability.tif").is_file())
+    for given in maps or []:
+        folder = Path(given).expanduser()
+        folder = folder.parent if folder.is_file() else folder
+        if not ((folder / "mines.tif").is_file() or (folder / "probability.tif").is_file()):
+            raise DatasetNotFoundError(f"--maps {given}: no mines.tif or probability.tif there; give a `smallmines "
+                                       "map` folder or its mines.tif")
+        if folder.resolve() not in {p.resolve() for p in map_dirs}:
+            map_dirs.append(folder)
     found.maps = [_map_folder(p, notes) for p in map_dirs]
     found.maps.sort(key=lambda m: (m.year is None, m.year or 0, str(m.path)))
 

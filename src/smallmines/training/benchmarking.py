@@ -62,11 +62,16 @@ def _model_label(config: Config) -> str:
     return f"{config.model.name} ({detail})" if detail else config.model.name
 
 
-def _run_one(config: Config, seed: int, run_dir: Path, split: str, progress: bool) -> dict[str, Any]:
+def _run_one(config: Config, seed: int, run_dir: Path, split: str, progress: bool,
+             overwrite: bool = False) -> dict[str, Any]:
     from smallmines.training.trainer import fit
 
     metrics_path = run_dir / "evaluation" / split / "metrics.json"
     summary_path = run_dir / "train_summary.json"
+    if overwrite:
+        fit(config, out=run_dir, progress=progress, overwrite=True)
+        evaluate(run_dir / "model.pt", split=split)
+        return _row(config, seed, run_dir, summary_path, metrics_path)
     _check_same_config(run_dir, config)
     if metrics_path.is_file() and summary_path.is_file():
         logger.info("reusing %s", run_dir)
@@ -77,6 +82,10 @@ def _run_one(config: Config, seed: int, run_dir: Path, split: str, progress: boo
         else:
             fit(config, out=run_dir, resume=resume, progress=progress)
         evaluate(run_dir / "model.pt", split=split)
+    return _row(config, seed, run_dir, summary_path, metrics_path)
+
+
+def _row(config: Config, seed: int, run_dir: Path, summary_path: Path, metrics_path: Path) -> dict[str, Any]:
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     overall = metrics["overall"]
@@ -110,8 +119,8 @@ def _check_same_config(run_dir: Path, config: Config) -> None:
     differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k != "description")
     if differ:
         shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in differ[:4])
-        raise ConfigError(f"{run_dir} holds a run of another configuration ({shown}); use another --out "
-                          "or delete that folder to rerun it")
+        raise ConfigError(f"{run_dir} holds a run of another configuration ({shown}); give --overwrite to "
+                          "retrain it, or use another --out")
 
 
 def _mean_std(values: Sequence[float | None]) -> tuple[float, float]:
@@ -150,24 +159,24 @@ def _params(n: int) -> str:
 def to_markdown(table: Sequence[Mapping[str, Any]], split: str, seeds: Sequence[int]) -> str:
     """The comparison table (scores in %, mean ± std over seeds)."""
     lines = [f"# Benchmark on `{split}` (seeds {', '.join(map(str, seeds))})", "",
-             "| Model | Bands | Params | Train time | Mining IoU | mIoU | F1 (mining) | Precision | Recall |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| Config | Model | Bands | Params | Train time | Mining IoU | mIoU | F1 (mining) | Precision | Recall |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in table:
         scores = [_pm(row[f"{s}_mean"], row[f"{s}_std"], row["seeds"]) for s in SCORES]
-        lines.append(f"| {row['model']} | {row['bands']} ({row['channels']}) | {_params(row['params'])} | "
-                     f"{row['train_s']:.0f} s | " + " | ".join(scores) + " |")
+        lines.append(f"| {row['config']} | {row['model']} | {row['bands']} ({row['channels']}) | "
+                     f"{_params(row['params'])} | {row['train_s']:.0f} s | " + " | ".join(scores) + " |")
     lines += ["", "Scores in % on the test split, threshold chosen on validation; "
               "node count for the LightGBM baseline in Params.", ""]
     countries = list(dict.fromkeys(k[: -len("_mean")] for row in table for k in row
                                    if k.startswith(COUNTRY_PREFIX) and k.endswith("_mean")))
     if countries:
         lines += ["Mining IoU per country (%)", "",
-                  "| Model | " + " | ".join(c[len(COUNTRY_PREFIX):] for c in countries) + " |",
-                  "|---|" + "---:|" * len(countries)]
+                  "| Config | Model | " + " | ".join(c[len(COUNTRY_PREFIX):] for c in countries) + " |",
+                  "|---|---|" + "---:|" * len(countries)]
         for row in table:
             cells = [_pm(row.get(f"{c}_mean", math.nan), row.get(f"{c}_std", math.nan), row["seeds"])
                      for c in countries]
-            lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {row['config']} | {row['model']} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -191,6 +200,7 @@ def benchmark(
     split: str = "test",
     progress: bool = False,
     max_time: str | None = None,
+    overwrite: bool = False,
 ) -> BenchmarkResult:
     """Train and evaluate every configuration with every seed; write the comparison table.
 
@@ -204,6 +214,8 @@ def benchmark(
         progress: Lightning progress bars.
         max_time: wall-clock training budget of every run (``train.max_time``, e.g. ``10m``), so
             recipes are compared at equal time.
+        overwrite: retrain every run; without it, finished runs of the same configuration are reused and
+            interrupted ones resumed, and a run folder of another configuration is an error.
 
     Returns:
         The table, per-run rows and Markdown.
@@ -232,7 +244,8 @@ def benchmark(
     for config in resolved:
         for seed in seeds:
             run_config = load_config(config, {"train": {"seed": int(seed)}})
-            runs.append(_run_one(run_config, int(seed), out / config.name / f"seed{seed}", split, progress))
+            runs.append(_run_one(run_config, int(seed), out / config.name / f"seed{seed}", split, progress,
+                                 overwrite))
     hashes = {r["split_hash"] for r in runs}
     if len(hashes) > 1:
         detail = ", ".join(f"{r['config']}/seed{r['seed']}={r['split_hash']}" for r in runs)

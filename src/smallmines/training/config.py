@@ -207,6 +207,29 @@ class Config:
         """Plain nested dict (the ``config.yaml`` of a run)."""
         return dataclasses.asdict(self)
 
+    def with_absolute_paths(self) -> Config:
+        """The same configuration with its local paths made absolute.
+
+        data.root, data.splits_dir, a split CSV and model.init: a run folder's ``config.yaml`` then does
+        not depend on the working directory it was trained from.
+        """
+        copy = Config.from_dict(self.to_dict())
+
+        def absolute(value: str | None, must_exist: bool = False) -> str | None:
+            if not value or "://" in value or value.startswith("/vsi"):
+                return value
+            path = Path(value).expanduser()
+            if must_exist and not path.exists():
+                return value
+            return str(path.resolve())
+
+        copy.data.root = absolute(copy.data.root)
+        copy.data.splits_dir = absolute(copy.data.splits_dir)
+        copy.data.splits = absolute(copy.data.splits, must_exist=True) if str(copy.data.splits).endswith(".csv") \
+            else copy.data.splits
+        copy.model.init = absolute(copy.model.init)
+        return copy
+
     def to_yaml(self) -> str:
         """YAML text of :meth:`to_dict`."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -486,9 +509,11 @@ def _read_source(source: str | Path, seen: tuple[str, ...] = ()) -> dict[str, An
     else:
         raise ConfigError(f"{key!r} is neither a preset ({', '.join(sorted(presets))}) nor a YAML file")
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: invalid YAML ({exc})") from exc
+    if data is None:  # an empty file would train every default silently
+        raise ConfigError(f"{origin} is empty; give a preset, or a YAML file with at least 'base: PRESET'")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
     data = dict(data)

@@ -34,6 +34,7 @@ from smallmines.data.dataset import PatchSource, resolve_split
 from smallmines.data.splits import BIN_EDGES, SPLIT_NAMES, parse_patch_name, share_bin
 from smallmines.data.stats import BandStats
 from smallmines.errors import ConfigError, SplitError
+from smallmines.folders import refuse_overwrite
 from smallmines.models.change import is_change_model
 from smallmines.models.networks import mining_probability
 from smallmines.models.registry import ModelCard, check_threshold, load_model
@@ -129,7 +130,7 @@ def predict_batches(network: nn.Module, arrays: SplitArrays, channels: Sequence[
 
 def select_threshold(network: nn.Module, arrays: SplitArrays, channels: Sequence[str], stats: BandStats,
                      batch_size: int = 64, device: str | torch.device = "auto", autocast: bool = False,
-                     thresholds: Sequence[float] | None = None) -> dict[str, Any]:
+                     thresholds: Sequence[float] | None = None, warn: bool = True) -> dict[str, Any]:
     """The threshold that maximises mining IoU on ``arrays`` (the validation split).
 
     Args:
@@ -142,6 +143,7 @@ def select_threshold(network: nn.Module, arrays: SplitArrays, channels: Sequence
         autocast: bf16 autocast on CUDA.
         thresholds: candidates (default :data:`smallmines.training.metrics.DEFAULT_THRESHOLDS`); one value
             just scores the split at that threshold.
+        warn: log a warning when the split is empty (off for a second call on the same split).
 
     Returns:
         ``{"threshold": float, "scores": {...}, "curve": [mining IoU per candidate]}``; threshold 0.5
@@ -149,7 +151,8 @@ def select_threshold(network: nn.Module, arrays: SplitArrays, channels: Sequence
     """
     if not len(arrays):
         fallback = float(thresholds[0]) if thresholds else 0.5
-        logger.warning("no validation patches: threshold %.2f", fallback)
+        if warn:
+            logger.warning("no validation patches: threshold %.2f", fallback)
         return {"threshold": fallback, "scores": {}, "curve": []}
     device = resolve_device(device)
     sweep = ThresholdSweep(thresholds or DEFAULT_THRESHOLDS).to(device)
@@ -306,6 +309,7 @@ def evaluate(
     device: str | torch.device = "auto",
     tta: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = True,
 ) -> EvalResult | ChangeEvalResult:
     """Evaluate a model on a split of a dataset.
 
@@ -327,6 +331,8 @@ def evaluate(
         device: ``auto``, ``cpu``, ``cuda``...
         tta: test-time augmentation (mean over the 8 flips/rotations).
         progress: called as ``progress(done, total)`` while reading patches.
+        overwrite: replace an earlier evaluation in ``out`` (the command line refuses by default,
+            ``--overwrite``).
 
     Returns:
         The metrics (also written to ``out``).
@@ -345,8 +351,13 @@ def evaluate(
         label = str(path)
         if out is None:
             out = _run_dir_of(path) / "evaluation" / split
+    if out is not None:
+        refuse_overwrite([Path(out) / "metrics.json"], overwrite)
     data_cfg = card.config.get("data", {})
     root = data if data is not None else data_cfg.get("root")
+    if isinstance(root, str) and not isinstance(checkpoint, tuple) and not Path(root).exists():
+        beside = _run_dir_of(Path(checkpoint)) / root  # a relative path of an older run folder moved with its data
+        root = str(beside) if not Path(root).is_absolute() and beside.exists() else root
     if root is None:
         raise ConfigError("no dataset given and the model card does not name one; pass DATA")
     source = root if isinstance(root, PatchSource) else PatchSource(root, data_cfg.get("splits_dir"))

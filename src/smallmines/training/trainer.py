@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -48,6 +49,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io.torch_plugin import TorchCheckpointIO
 from torch import nn
 
 import smallmines
@@ -238,9 +240,47 @@ def _trainer(config: Config, run_dir: Path, accelerator: str, precision: str, pr
         enable_model_summary=progress, gradient_clip_val=t.gradient_clip, accumulate_grad_batches=t.accumulate,
         log_every_n_steps=max(1, min(t.log_every_n_steps, steps_per_epoch)),
         num_sanity_val_steps=t.num_sanity_val_steps if has_val else 0,
-        limit_val_batches=1.0 if has_val else 0, use_distributed_sampler=False,
+        limit_val_batches=1.0 if has_val else 0, use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
     )
     return trainer, checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer made atomic: a temporary file in the same folder, fsync, then rename.
+
+    Lightning's own writer (an fsspec transaction) stages a checkpoint in the system's temporary folder
+    and moves it across file systems, which on a full disk leaves a truncated ``best.ckpt`` under its
+    final name. Here a checkpoint under its final name is always complete.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        """Write ``checkpoint`` to ``path`` atomically (``storage_options`` is not used on local disks)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+RUN_FILES = ("checkpoints", "logs", "evaluation", "model.pt", "model-final.pt", "train_summary.json", "stats.json",
+             "config.yaml")
+"""What a training run writes into its folder: removed first by ``overwrite``, nothing else is touched."""
+
+
+def _clear_run(run_dir: Path) -> None:
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -279,15 +319,17 @@ def _update_card(checkpoint: Path, card: ModelCard) -> None:
     os.replace(tmp, checkpoint)
 
 
-def _prepare(config: Config, run_dir: Path, resume: bool) -> tuple[Config, nn.Module | None, ModelCard | None,
-                                                                    BandStats | None]:
+def _prepare(config: Config, run_dir: Path, resume: bool, overwrite: bool = False
+             ) -> tuple[Config, nn.Module | None, ModelCard | None, BandStats | None]:
     """Checks the run folder; applies the init checkpoint's architecture and channels; picks statistics."""
     last = run_dir / "checkpoints" / "last.ckpt"
+    if resume and overwrite:
+        raise ConfigError("give --resume (continue the run) or --overwrite (replace it), not both")
     if resume and not last.is_file() and not (run_dir / "model.pt").is_file():
         raise CheckpointError(f"{last}: nothing to resume; train without --resume first")
-    if not resume and (last.is_file() or (run_dir / "model.pt").is_file()):
-        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another "
-                          "output folder")
+    if not resume and not overwrite and (last.is_file() or (run_dir / "model.pt").is_file()):
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, give --overwrite to replace "
+                          "it, or choose another output folder")
     saved = run_dir / "config.yaml"
     if resume and saved.is_file() and config.optimizer.scheduler == "onecycle":
         planned = load_config(saved).train.epochs
@@ -319,6 +361,7 @@ def fit(
     resume: bool = False,
     progress: bool = False,
     data_progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """Train (or fine-tune) one model and write its run folder.
 
@@ -329,6 +372,8 @@ def fit(
         resume: continue from ``out/checkpoints/last.ckpt``.
         progress: show Lightning's rich progress bar and model summary.
         data_progress: called as ``progress(done, total)`` while patches are read.
+        overwrite: replace a run already in ``out`` (its files are removed once the configuration and
+            data are checked; other files in the folder are left alone).
 
     Returns:
         The run's folder, best network, card and summary.
@@ -342,7 +387,8 @@ def fit(
     if not config.data.root:
         raise ConfigError("data.root is not set: pass the dataset (--data PATH or data.root=PATH)")
     run_dir = Path(out) if out is not None else Path("runs") / config.name
-    config, init_network, init_card, stats = _prepare(config, run_dir, resume)
+    config = config.with_absolute_paths()  # config.yaml and the card never depend on the working directory
+    config, init_network, init_card, stats = _prepare(config, run_dir, resume, overwrite)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     d = config.data
     change = is_change_model(config.model.name)
@@ -351,11 +397,14 @@ def fit(
                 config.train.batch_size, config.train.eval_batch_size, config.train.augment,
                 config.train.seed, stats, d.cache, data_progress)
     dm.setup("fit")
+    # the network is built before anything is written: an unknown model name leaves no half run folder
+    network = init_network if init_network is not None else build_model(config.model.name, dm.channels,
+                                                                         **config.model.args)
+    if overwrite:
+        _clear_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.yaml")
     dm.stats.save(run_dir / "stats.json")
-    network = init_network if init_network is not None else build_model(config.model.name, dm.channels,
-                                                                         **config.model.args)
     if config.model.freeze_encoder:
         freeze_encoder(network, config.model.frozen_batch_norm)
     card = ModelCard(config.model.name, dict(config.model.args), dm.channels, dm.stats, 0.5, config.to_dict())
@@ -408,7 +457,7 @@ def fit(
 
 
 def _score_on_validation(network: nn.Module, card: ModelCard, val: Any, dm: SmallMinesDataModule, config: Config,
-                         device: torch.device, fixed: tuple[float, ...] | None) -> None:
+                         device: torch.device, fixed: tuple[float, ...] | None, warn: bool = True) -> None:
     """Set a card's validation scores, and for a mining model the threshold that maximises mining IoU.
 
     A change model takes the argmax over its 4 classes: there is no threshold to choose.
@@ -418,7 +467,7 @@ def _score_on_validation(network: nn.Module, card: ModelCard, val: Any, dm: Smal
                                  device)["overall"] if len(val) else {}
     else:
         chosen = select_threshold(network, val, dm.channels, dm.stats, config.train.eval_batch_size, device,
-                                  thresholds=fixed)
+                                  thresholds=fixed, warn=warn)
         card.threshold = float(chosen["threshold"])
         scores = chosen["scores"]
     card.metrics = {"val": scores} if scores else {}
@@ -431,7 +480,7 @@ def _save_final(state: Mapping[str, torch.Tensor], card: ModelCard, val: Any, dm
     final.load_state_dict(state)
     final.to(device).eval()
     final_card = ModelCard.from_dict(card.to_dict())
-    _score_on_validation(final, final_card, val, dm, config, device, fixed)
+    _score_on_validation(final, final_card, val, dm, config, device, fixed, warn=False)  # said once, for the best
     save_model(run_dir / FINAL_MODEL, final.cpu(), final_card)
     return {"path": FINAL_MODEL, "threshold": final_card.threshold, "val": final_card.metrics.get("val", {})}
 

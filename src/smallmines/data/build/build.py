@@ -57,6 +57,7 @@ from smallmines.data.layout import DATASET_DIR, SPLITS_DIR, PatchKey, image_name
 from smallmines.data.scene import Scene, open_scene, parse_scale
 from smallmines.data.splits import random_split, write_split_csv
 from smallmines.errors import BandError, ConfigError
+from smallmines.folders import refuse_overwrite
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +225,7 @@ def build_dataset(
     cluster: Any = None,
     workers: int | None = None,
     progress: Progress | None = None,
+    overwrite: bool = True,
 ) -> BuildResult:
     """Build (or add a year to) a dataset in the published SmallMinesDS layout.
 
@@ -263,6 +265,8 @@ def build_dataset(
             (which must read the scene and label files at the same paths); the files are written here.
         workers: start a local Dask cluster of this many worker processes.
         progress: called as ``progress(done, total)`` in tiles after every block.
+        overwrite: replace the year if ``out`` already holds it (the command line refuses by default,
+            ``--overwrite``); another year is added either way.
 
     Returns:
         What was written (:class:`BuildResult`).
@@ -278,6 +282,7 @@ def build_dataset(
         raise ConfigError(f"workers={workers}: need at least 1 (or leave it out to build in this process)")
     year = int(year)
     out = Path(out)
+    refuse_overwrite([out / DATASET_DIR / str(year)], overwrite)
     out.mkdir(parents=True, exist_ok=True)
     clear_stale(out)
     parsed = parse_bands(bands)

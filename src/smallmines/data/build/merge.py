@@ -42,6 +42,7 @@ from smallmines.data.layout import (
 )
 from smallmines.data.splits import parse_patch_name, read_split_csv, write_split_csv
 from smallmines.errors import ConfigError
+from smallmines.folders import refuse_overwrite
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def _source_split(layout: DatasetLayout) -> tuple[dict[str, str], dict[str, floa
 
 
 def merge_datasets(sources: Sequence[str | Path], out: str | Path, country: str | None = None,
-                   progress: Progress | None = None) -> MergeResult:
+                   progress: Progress | None = None, overwrite: bool = True) -> MergeResult:
     """Merge datasets in the SmallMinesDS layout into one folder.
 
     Args:
@@ -119,6 +120,7 @@ def merge_datasets(sources: Sequence[str | Path], out: str | Path, country: str 
         country: country code for patches whose names carry none (the published variant without a
             code); required when a source has such names.
         progress: called as ``progress(done, total)`` after each patch.
+        overwrite: replace a dataset already in ``out`` (the command line refuses by default, ``--overwrite``).
 
     Returns:
         What was written.
@@ -131,6 +133,7 @@ def merge_datasets(sources: Sequence[str | Path], out: str | Path, country: str 
     if len(sources) < 2:
         raise ConfigError(f"give at least two datasets to merge (got {len(sources)})")
     out = Path(out)
+    refuse_overwrite([out / DATASET_DIR], overwrite)
     resolved = [Path(s).resolve() for s in sources]
     for source, path in zip(sources, resolved, strict=True):
         if path == out.resolve() or path in out.resolve().parents:

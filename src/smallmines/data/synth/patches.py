@@ -39,6 +39,7 @@ from smallmines.data.synth.world import (
     region_transform,
 )
 from smallmines.errors import ConfigError
+from smallmines.folders import refuse_overwrite
 
 Progress = Callable[[int, int], None]
 
@@ -225,7 +226,8 @@ def _check_years(years: Sequence[int]) -> tuple[int, ...]:
 
 def synthesize_dataset(out: str | Path, tiles: int = 256, seed: int = 0,
                        years: Sequence[int] = (2016, 2022), country: str | None = "GH",
-                       zip: bool = False, progress: Progress | None = None, workers: int = 1) -> Path:
+                       zip: bool = False, progress: Progress | None = None, workers: int = 1,
+                       overwrite: bool = True) -> Path:
     """Write a synthetic SmallMinesDS in the published layout.
 
     Writes ``SmallMinesDS/{YEAR}/IMAGE/IMG_GH_TTTT_YYYY.tif`` (float32, 13 x 128 x 128, nodata
@@ -244,15 +246,18 @@ def synthesize_dataset(out: str | Path, tiles: int = 256, seed: int = 0,
         zip: write one ``SmallMinesDS.zip`` instead of folders.
         progress: called as ``progress(done, total)`` after each patch (image and mask) is written.
         workers: processes rendering tiles (the files are the same for any number).
+        overwrite: replace a dataset already in ``out`` (the command line refuses by default, ``--overwrite``).
 
     Returns:
         ``out`` for folders, or the path of the zip.
 
     Raises:
-        ConfigError: for a number of tiles the world cannot hold or invalid years.
+        ConfigError: for a number of tiles the world cannot hold or invalid years, or a dataset in
+            ``out`` and ``overwrite`` False.
     """
     years = _check_years(years)
     out = Path(out)
+    refuse_overwrite([out / f"{DATASET_DIR}.zip"] if zip else [out / DATASET_DIR, out / SPLITS_DIR], overwrite)
     out.mkdir(parents=True, exist_ok=True)
     origins = _select_tiles(tiles, seed)
     with tempfile.TemporaryDirectory(prefix=".synth-", dir=out) as scratch:
