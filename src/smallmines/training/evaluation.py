@@ -155,7 +155,8 @@ def select_threshold(network: nn.Module, arrays: SplitArrays, channels: Sequence
             logger.warning("no validation patches: threshold %.2f", fallback)
         return {"threshold": fallback, "scores": {}, "curve": []}
     device = resolve_device(device)
-    sweep = ThresholdSweep(thresholds or DEFAULT_THRESHOLDS).to(device)
+    # this process alone (after a DDP fit the other ranks have left): never gather across processes
+    sweep = ThresholdSweep(thresholds or DEFAULT_THRESHOLDS, sync_on_compute=False).to(device)
     for prob, mask in predict_batches(network, arrays, channels, stats, batch_size, device, autocast=autocast):
         sweep.update(prob, mask)
     return sweep.compute()

@@ -82,7 +82,8 @@ class SegmentationTask(L.LightningModule):
         metric.reset()
         shown = {"iou_mining", "miou", "miou_change", "iou_new"}
         for name, value in values.items():
-            self.log(f"{stage}_{name}", value, prog_bar=stage == "val" and name in shown)
+            # torchmetrics already gathered the counts: every rank holds the same value (the mean is a no-op)
+            self.log(f"{stage}_{name}", value, prog_bar=stage == "val" and name in shown, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

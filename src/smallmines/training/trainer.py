@@ -130,8 +130,9 @@ class EpochTimer(Callback):
         self._start = None
         self.seconds += elapsed
         self.patches += self._patches
-        pl_module.log("epoch_seconds", elapsed, on_epoch=True, on_step=False)
-        pl_module.log("train_patches_per_s", self._patches / max(elapsed, 1e-9), on_epoch=True, on_step=False)
+        pl_module.log("epoch_seconds", elapsed, on_epoch=True, on_step=False, sync_dist=True)
+        pl_module.log("train_patches_per_s", self._patches / max(elapsed, 1e-9), on_epoch=True, on_step=False,
+                      sync_dist=True)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
