@@ -97,7 +97,8 @@ def test_discover_other_countries_years_orphans_and_junk(tmp_path):
           "x/IMG_GH_0003_2016.tif",  # no mask
           "x/MASK_GH_0004_2016.tif",  # no image
           "y/IMG_GH_0010_2016.tiff",  # duplicate
-          "x/notes.tif", "__MACOSX/x/._IMG_GH_0010_2016.tif", "x/.IMG_GH_0011_2016.tif")
+          "x/notes.tif", "__MACOSX/x/._IMG_GH_0010_2016.tif", "x/.IMG_GH_0011_2016.tif",
+          "scenes/scene_2016.tif", "scenes/scene_2016_dem.tif")  # rasters beside the dataset: not misnamed patches
     layout = discover(tmp_path)
     assert [p.id for p in layout.patches] == ["GH_0009_2016", "GH_0010_2016", "GH_10000_2016", "CI_0002_2019"]
     assert sorted(Path(o).name for o in layout.orphans) == ["IMG_GH_0003_2016.tif", "MASK_GH_0004_2016.tif"]

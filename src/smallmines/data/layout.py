@@ -185,6 +185,8 @@ def discover(path: str | Path) -> DatasetLayout:
     splits: dict[int, str] = {}
     ignored: list[str] = []
     duplicates: list[str] = []
+    strays: list[PurePosixPath] = []
+    patch_folders: set[PurePosixPath] = set()
     for member in members:
         posix = PurePosixPath(member)
         if any(part.startswith(".") for part in posix.parts) or "__MACOSX" in posix.parts:
@@ -196,14 +198,17 @@ def discover(path: str | Path) -> DatasetLayout:
         parsed = parse_name(posix.name)
         if parsed is None:
             if posix.suffix.lower() in {".tif", ".tiff"}:
-                ignored.append(_gdal_path(root, member, is_zip))
+                strays.append(posix)
             continue
+        patch_folders.add(posix.parent)
         kind, key = parsed
         target = images if kind == "IMG" else masks
         if key in target:
             duplicates.append(_gdal_path(root, member, is_zip))
             continue
         target[key] = _gdal_path(root, member, is_zip)
+    # a misnamed patch sits among patches; other rasters (scenes beside the dataset, say) are not reported
+    ignored = [_gdal_path(root, str(p), is_zip) for p in strays if p.parent in patch_folders or not patch_folders]
     if not images and not masks:
         zips = sorted(root.glob("*.zip")) if root.is_dir() else []
         hint = f"; did you mean {zips[0]}?" if zips else ""
