@@ -164,3 +164,32 @@ def test_benchmark_change_model_beside_differencing(synth_root, tmp_path):
                                         str(tmp_path / "o"), "--set", "train.epochs=1"])
     assert official.exit_code != 0 and "42 %" in official.output and "Traceback" not in official.output
     assert not (tmp_path / "o" / "tiny").exists()  # refused before any training
+
+
+def test_siamese_auxiliary_heads_learn_each_dates_mining(synth_root, tmp_path):
+    from smallmines.models.change import date_masks
+
+    change = torch.tensor([[0, 1, 2, 3, 255]])
+    a, b = date_masks(change)
+    assert a.tolist() == [[0, 0, 1, 1, 255]] and b.tolist() == [[0, 1, 1, 0, 255]]
+    network = build_model("siamese-lite", date_channels(("blue", "red")), widths=[4, 8], aux_weight=0.5)
+    x, target = torch.randn(2, 4, 16, 16), torch.randint(0, 4, (2, 16, 16))
+    logits = network.train()(x)
+    assert logits.shape == (2, 4, 16, 16) and network.aux_logits.shape == (4, 2, 16, 16)
+    loss = network.auxiliary_loss(target)
+    loss.backward()
+    assert torch.isfinite(loss) and network.aux_fine.weight.grad is not None
+    assert network.auxiliary_loss(torch.full((2, 16, 16), 255)) is None
+    network.eval()(x)
+    assert network.aux_logits is None and network.auxiliary_loss(target) is None
+    plain = build_model("siamese-lite", date_channels(("blue", "red")), widths=[4, 8])
+    plain.train()(x)
+    assert plain.auxiliary_loss(target) is None
+    with pytest.raises(ConfigError, match="aux_weight"):
+        build_model("siamese-lite", date_channels(("blue",)), widths=[4, 8], aux_weight=-1)
+    result = fit("change-tiny", [f"data.root={synth_root}", "data.bands=blue,red,nir", *FAST[:2],
+                                 "model.args={widths: [4, 8], aux_weight: 0.5}", "optimizer.scheduler=none"],
+                 out=tmp_path / "aux")
+    network, card = load_model(result.model_path)
+    assert card.model_args["aux_weight"] == 0.5 and network.aux_weight == 0.5
+    assert "train_aux_loss" in (tmp_path / "aux" / "logs" / "metrics.csv").read_text().splitlines()[0]
