@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-time", default="3m")
     parser.add_argument("--widths", default="[8, 16, 32, 64]")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="train every model for exactly this many epochs instead of the time budget")
     parser.add_argument("--aux-weight", type=float, default=0.0,
                         help="also train change-tiny with per-date auxiliary heads of this weight")
     args = parser.parse_args()
@@ -84,7 +86,8 @@ def main() -> None:
         if not (data / "SmallMinesDS").is_dir():
             synthesize_dataset(data, tiles=args.tiles, seed=seed)
         overrides = [f"data.root={data}", f"data.split_seed={seed}", f"train.seed={seed}",
-                     f"train.max_time={args.max_time}", f"model.args.widths={args.widths}", *COMMON]
+                     f"train.max_time={args.max_time}", f"model.args.widths={args.widths}", *COMMON,
+                     *([f"train.epochs={args.epochs}", "train.max_time=null"] if args.epochs else [])]
         row = {"seed": seed, "load_before": os.getloadavg()[0]}
         t0 = time.perf_counter()
         single = fit("tiny", overrides, out=out / f"tiny-{seed}")
@@ -113,7 +116,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, {platform.machine()}, "
              f"{torch.get_num_threads()} threads, torch {torch.__version__}, {args.tiles} tiles/seed, "
-             f"max_time {args.max_time} per model, widths {args.widths}"
+             (f"{args.epochs} epochs per model" if args.epochs else f"max_time {args.max_time} per model")
+             + f", widths {args.widths}"
              + (f", aux_weight {args.aux_weight:g}" if args.aux_weight else ""), "",
              "| seed | method | new IoU | new precision | new recall | persistent IoU | ceased IoU | ceased precision "
              "| ceased recall | epochs | load |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -161,6 +161,9 @@ def test_cli_maps_change(scenes: dict, tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["year_a"], summary["year_b"]) == (2017, 2021)
     assert not (out / ".work").exists() and not (out / ".smallmines.lock").exists()
+    again = CliRunner().invoke(app, ["map", "--before", str(scenes["before"]), "--after", str(scenes["after"]),
+                                     "--model", str(scenes["single"]), "-o", str(out)])
+    assert again.exit_code != 0 and (out / "summary.json").is_file()  # a refused run leaves the folder as it was
 
 
 def test_onnx_change_probabilities_sum_to_one() -> None:

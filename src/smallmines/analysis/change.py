@@ -302,9 +302,11 @@ def map_change(
     if min_area_ha < 0:
         raise ChangeError(f"min_area_ha={min_area_ha:g}: may not be negative")
     with folder_lock(out, "another smallmines map run"):
-        (out / "summary.json").unlink(missing_ok=True)  # written last: its presence marks a complete folder
+        def start() -> None:  # summary.json is written last: its presence marks a complete folder
+            (out / "summary.json").unlink(missing_ok=True)
+
         raster = map_change_raster(model, before, after, out, year_a=year_a, year_b=year_b, lock=False,
-                                   require_years=True, **mapping)
+                                   require_years=True, on_start=start, **mapping)
         import rasterio
 
         with rasterio.open(raster.change_tif) as src:

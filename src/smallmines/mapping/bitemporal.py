@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,6 +141,7 @@ def map_change_raster(
     lock: bool = True,
     require_years: bool = False,
     progress: Progress | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> ChangeRasterResult:
     """Map change between two scenes with a bi-temporal change model; write ``change.tif``.
 
@@ -172,6 +173,7 @@ def map_change_raster(
         resume: reuse finished blocks of an interrupted run with identical settings.
         keep_work: keep ``.work`` after success.
         progress: ``progress(done_km2, total_km2)``.
+        on_start: called once every check has passed, just before the first output is touched.
 
     Raises:
         ConfigError: a single-date model, scenes on different grids, bad options.
@@ -226,6 +228,8 @@ def map_change_raster(
               geometry.wkb if geometry is not None else None, scene_b=scene_b, classes=len(ChangeClass))
     guard = folder_lock(out, "another smallmines map run") if lock else contextlib.nullcontext(out)
     with guard:
+        if on_start is not None:
+            on_start()
         run_id = uuid.uuid4().hex
         work = WorkFolder(out / WORK_DIR, _fingerprint(job))
         reused = work.open(resume)
