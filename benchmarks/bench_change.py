@@ -116,7 +116,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, {platform.machine()}, "
              f"{torch.get_num_threads()} threads, torch {torch.__version__}, {args.tiles} tiles/seed, "
-             (f"{args.epochs} epochs per model" if args.epochs else f"max_time {args.max_time} per model")
+             + (f"{args.epochs} epochs per model" if args.epochs else f"max_time {args.max_time} per model")
              + f", widths {args.widths}"
              + (f", aux_weight {args.aux_weight:g}" if args.aux_weight else ""), "",
              "| seed | method | new IoU | new precision | new recall | persistent IoU | ceased IoU | ceased precision "
