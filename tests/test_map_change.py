@@ -166,12 +166,13 @@ def test_cli_maps_change(scenes: dict, tmp_path: Path) -> None:
     assert again.exit_code != 0 and (out / "summary.json").is_file()  # a refused run leaves the folder as it was
 
 
-def test_onnx_change_probabilities_sum_to_one() -> None:
-    from smallmines.mapping.predictors import OnnxPredictor
+def test_onnx_change_model_maps_like_pytorch(scenes: dict, tmp_path: Path) -> None:
+    from smallmines.models.export import export_onnx
 
-    logits = np.random.default_rng(0).standard_normal((2, 4, 3, 3)).astype(np.float32)
-    predictor = OnnxPredictor.__new__(OnnxPredictor)
-    predictor.session = type("S", (), {"run": lambda self, names, feed: [logits]})()
-    probability = predictor(logits)
-    assert probability.shape == (2, 4, 3, 3) and np.allclose(probability.sum(axis=1), 1)
-    assert np.array_equal(probability.argmax(1), logits.argmax(1))
+    exported = export_onnx(scenes["conv"], tmp_path / "conv.onnx")
+    assert exported.max_abs_diff < 1e-4  # every change class's probability, not a 2-class formula
+    torch_run = map_change_raster(scenes["conv"], scenes["before"], scenes["after"], tmp_path / "t", **TILING)
+    onnx_run = map_change_raster(None, scenes["before"], scenes["after"], tmp_path / "o", onnx=exported.path, **TILING)
+    with rasterio.open(torch_run.change_tif) as a, rasterio.open(onnx_run.change_tif) as b:
+        assert (a.read(1) == b.read(1)).mean() > 0.999
+    assert onnx_run.summary["backend"]["engine"] == "onnxruntime"

@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 from smallmines.errors import CheckpointError, ConfigError
-from smallmines.models.export import INPUT_NAME, OUTPUT_NAME, onnx_card, onnx_session, softmax_mining
+from smallmines.models.export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    onnx_card,
+    onnx_session,
+    softmax_classes,
+    softmax_mining,
+)
 from smallmines.models.registry import ModelCard, load_model
 
 logger = logging.getLogger(__name__)
@@ -152,10 +159,7 @@ class OnnxPredictor:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """``(N, C, H, W)`` normalised input to ``(N, H, W)`` mining probability (``(N, K, H, W)`` if K > 2)."""
         logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
-        if logits.shape[1] == 2:
-            return softmax_mining(logits)
-        shifted = np.exp(logits.astype(np.float32) - logits.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
+        return softmax_mining(logits) if logits.shape[1] == 2 else softmax_classes(logits)
 
 
 Predictor = Callable[[np.ndarray], np.ndarray]
