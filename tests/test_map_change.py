@@ -119,6 +119,10 @@ def test_map_change_writes_a_change_folder_the_report_reads(scenes: dict, tmp_pa
     html = build_report(out, tmp_path / "report.html")
     text = html.read_text(encoding="utf-8")
     assert 'id="change"' in text and "new mining" in text
+    from smallmines.analysis.sampling import draw_sample
+
+    sample = draw_sample(out, 20, out_dir=tmp_path / "sample")  # the Olofsson workflow reads the folder alike
+    assert len(sample.points) >= 20 and sample.gpkg.is_file()
 
 
 def test_wrong_models_and_grids_get_one_clear_line(scenes: dict, tmp_path: Path) -> None:
