@@ -7,7 +7,8 @@ For each seed: a synthetic dataset of that world seed, one site-grouped random s
     predictions of each tile (thresholded at the validation-chosen threshold) are differenced into
     the 4 change classes;
 (b) the bi-temporal ``change-tiny`` model (siamese-lite) trained on the pairs, predicting the 4
-    classes directly.
+    classes directly;
+(c) with ``--aux-weight W``, the same model with per-date auxiliary mining heads (``model.args.aux_weight=W``).
 
 Both are scored on the test pairs against the twin's true change: the dataset masks are the world's
 rendered masks (:func:`smallmines.data.synth.world.render`), so the change label of a pair is the
@@ -69,22 +70,30 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-time", default="3m")
     parser.add_argument("--widths", default="[8, 16, 32, 64]")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="train every model for exactly this many epochs instead of the time budget")
+    parser.add_argument("--aux-weight", type=float, default=0.0,
+                        help="also train change-tiny with per-date auxiliary heads of this weight")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("lightning").setLevel(logging.WARNING)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    methods = ("differencing", "bitemporal", *(("bitemporal-aux",) if args.aux_weight else ()))
     for seed in args.seeds:
         data = out / f"data-{seed}"
         if not (data / "SmallMinesDS").is_dir():
             synthesize_dataset(data, tiles=args.tiles, seed=seed)
         overrides = [f"data.root={data}", f"data.split_seed={seed}", f"train.seed={seed}",
-                     f"train.max_time={args.max_time}", f"model.args.widths={args.widths}", *COMMON]
+                     f"train.max_time={args.max_time}", f"model.args.widths={args.widths}", *COMMON,
+                     *([f"train.epochs={args.epochs}", "train.max_time=null"] if args.epochs else [])]
         row = {"seed": seed, "load_before": os.getloadavg()[0]}
         t0 = time.perf_counter()
         single = fit("tiny", overrides, out=out / f"tiny-{seed}")
         change = fit("change-tiny", overrides, out=out / f"change-{seed}")
+        aux = fit("change-tiny", [*overrides, f"model.args.aux_weight={args.aux_weight}"],
+                  out=out / f"change-aux-{seed}") if args.aux_weight else None
         row["train_s"] = time.perf_counter() - t0
         dm = ChangeDataModule(data, "all", "random", seed, 0.1)
         assert dm.split_hash() == single.summary["split_hash"] == change.summary["split_hash"]
@@ -94,19 +103,26 @@ def main() -> None:
         row["bitemporal"] = evaluate_change(change.network, test, dm.date_channels, change.card.stats, 16,
                                             "cpu")["overall"]
         row["epochs"] = {"differencing": single.summary["epochs"], "bitemporal": change.summary["epochs"]}
+        if aux is not None:
+            assert aux.summary["split_hash"] == change.summary["split_hash"]
+            row["bitemporal-aux"] = evaluate_change(aux.network, test, dm.date_channels, aux.card.stats, 16,
+                                                    "cpu")["overall"]
+            row["epochs"]["bitemporal-aux"] = aux.summary["epochs"]
         row["load_after"] = os.getloadavg()[0]
         rows.append(row)
         (out / "results.json").write_text(json.dumps(rows, indent=2, default=float))
         logging.info("seed %d: %s", seed, json.dumps({m: {k: round(row[m][k], 3) for k in SHOWN}
-                                                      for m in ("differencing", "bitemporal")}))
+                                                      for m in methods if m in row}))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, {platform.machine()}, "
              f"{torch.get_num_threads()} threads, torch {torch.__version__}, {args.tiles} tiles/seed, "
-             f"max_time {args.max_time} per model, widths {args.widths}", "",
+             + (f"{args.epochs} epochs per model" if args.epochs else f"max_time {args.max_time} per model")
+             + f", widths {args.widths}"
+             + (f", aux_weight {args.aux_weight:g}" if args.aux_weight else ""), "",
              "| seed | method | new IoU | new precision | new recall | persistent IoU | ceased IoU | ceased precision "
              "| ceased recall | epochs | load |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        for method in ("differencing", "bitemporal"):
+        for method in methods:
             s = row[method]
             lines.append(f"| {row['seed']} | {method} | {s['iou_new']:.3f} | {s['precision_new']:.3f} | "
                          f"{s['recall_new']:.3f} | {s['iou_persistent']:.3f} | {s['iou_ceased']:.3f} | "

@@ -139,3 +139,57 @@ def test_fit_change_model_end_to_end(synth_root, tmp_path):
     assert cli.exit_code == 0 and "ceased mining" in cli.output
     with pytest.raises(SplitError, match="official"):
         fit("change-tiny", [f"data.root={synth_root}", "data.splits=official", *FAST], out=tmp_path / "official")
+
+
+def test_benchmark_change_model_beside_differencing(synth_root, tmp_path):
+    """`smallmines benchmark change-tiny tiny`: both scored per change class on the same site-grouped split."""
+    import json
+
+    sets = ["train.epochs=1", "train.batch_size=8", "model.args={widths: [4, 8]}", "optimizer.scheduler=none",
+            "data.splits=random", "data.bands=blue,red,nir"]
+    args = ["benchmark", "change-tiny", "tiny", "--data", str(synth_root), "-o", str(tmp_path / "b")]
+    res = CliRunner().invoke(app, [*args, *(x for s in sets for x in ("--set", s))])
+    assert res.exit_code == 0, res.output
+    markdown = (tmp_path / "b" / "benchmark.md").read_text()
+    assert "| change-tiny | bi-temporal | new mining |" in markdown
+    assert "| tiny | differencing | ceased mining |" in markdown and "Per seed" in markdown
+    cached = json.loads((tmp_path / "b" / "tiny" / "seed0" / "evaluation" / "test" / "differencing.json").read_text())
+    change_run = json.loads((tmp_path / "b" / "change-tiny" / "seed0" / "train_summary.json").read_text())
+    assert cached["split_hash"] == change_run["split_hash"] and cached["pairs"] > 0
+    assert sum(map(sum, cached["confusion"])) > 0
+    header = (tmp_path / "b" / "benchmark.csv").read_text().splitlines()[0]
+    assert header.startswith("config,method,") and "iou_new_mean" in header and "f1_ceased_std" in header
+
+    official = CliRunner().invoke(app, ["benchmark", "change-tiny", "tiny", "--data", str(synth_root), "-o",
+                                        str(tmp_path / "o"), "--set", "train.epochs=1"])
+    assert official.exit_code != 0 and "42 %" in official.output and "Traceback" not in official.output
+    assert not (tmp_path / "o" / "tiny").exists()  # refused before any training
+
+
+def test_siamese_auxiliary_heads_learn_each_dates_mining(synth_root, tmp_path):
+    from smallmines.models.change import date_masks
+
+    change = torch.tensor([[0, 1, 2, 3, 255]])
+    a, b = date_masks(change)
+    assert a.tolist() == [[0, 0, 1, 1, 255]] and b.tolist() == [[0, 1, 1, 0, 255]]
+    network = build_model("siamese-lite", date_channels(("blue", "red")), widths=[4, 8], aux_weight=0.5)
+    x, target = torch.randn(2, 4, 16, 16), torch.randint(0, 4, (2, 16, 16))
+    logits = network.train()(x)
+    assert logits.shape == (2, 4, 16, 16) and network.aux_logits.shape == (4, 2, 16, 16)
+    loss = network.auxiliary_loss(target)
+    loss.backward()
+    assert torch.isfinite(loss) and network.aux_fine.weight.grad is not None
+    assert network.auxiliary_loss(torch.full((2, 16, 16), 255)) is None
+    network.eval()(x)
+    assert network.aux_logits is None and network.auxiliary_loss(target) is None
+    plain = build_model("siamese-lite", date_channels(("blue", "red")), widths=[4, 8])
+    plain.train()(x)
+    assert plain.auxiliary_loss(target) is None
+    with pytest.raises(ConfigError, match="aux_weight"):
+        build_model("siamese-lite", date_channels(("blue",)), widths=[4, 8], aux_weight=-1)
+    result = fit("change-tiny", [f"data.root={synth_root}", "data.bands=blue,red,nir", *FAST[:2],
+                                 "model.args={widths: [4, 8], aux_weight: 0.5}", "optimizer.scheduler=none"],
+                 out=tmp_path / "aux")
+    network, card = load_model(result.model_path)
+    assert card.model_args["aux_weight"] == 0.5 and network.aux_weight == 0.5
+    assert "train_aux_loss" in (tmp_path / "aux" / "logs" / "metrics.csv").read_text().splitlines()[0]

@@ -32,6 +32,7 @@ when the first year has no mining.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,23 +169,36 @@ def compare_maps(
                                  + f", {CHANGE_NODATA}=nodata",
                                  "year_a": str(year_a), "year_b": str(year_b)})
     write_category_names(change_tif, change_categories())
-    polygons = change_polygons(change, grid, min_area_ha)
-    polygons_path = _write_gpkg(out / "change.gpkg", polygons, "change")
-    table = area_table(pixels, grid.pixel_area_m2, year_a, year_b)
-    areas_csv = _write_csv(out / "areas.csv", table)
+    inputs = {"map_a": str(Path(a.path).resolve()), "map_b": str(Path(b.path).resolve()),
+              "crs_a": a.crs.to_string(), "crs_b": b.crs.to_string()}
+    table, summary = _describe_change(change, grid, pixels, year_a, year_b, inputs, min_area_ha, out)
+    summary["overlap_fraction_a"] = _overlap(a, change, grid)
+    summary["overlap_fraction_b"] = _overlap(b, change, grid)
+    for key, m in (("overlap_fraction_a", a), ("overlap_fraction_b", b)):
+        if summary[key] < 0.99:
+            logger.warning("only %.1f%% of %s lies where both maps have data; change is computed on the overlap",
+                           100 * summary[key], m.path)
+    result = ChangeResult(out, change_tif, out / "change.gpkg", out / "areas.csv", out / "summary.json", table,
+                          summary)
+    _finish(result, change, grid, zones, zone_frame, reference, figures)
+    return result
 
+
+def _describe_change(change: np.ndarray, grid: Grid, pixels: dict[ChangeClass, int], year_a: int, year_b: int,
+                     inputs: dict[str, Any], min_area_ha: float, out: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Write ``change.gpkg`` and ``areas.csv`` of a change raster; return the area table and the summary."""
+    polygons = change_polygons(change, grid, min_area_ha)
+    _write_gpkg(out / "change.gpkg", polygons, "change")
+    table = area_table(pixels, grid.pixel_area_m2, year_a, year_b)
+    _write_csv(out / "areas.csv", table)
     row = _stats_row(pixels, grid.pixel_area_m2, year_a, year_b)
     summary: dict[str, Any] = {
         "year_a": year_a,
         "year_b": year_b,
-        "inputs": {"map_a": str(Path(a.path).resolve()), "map_b": str(Path(b.path).resolve()),
-                   "crs_a": a.crs.to_string(),
-                   "crs_b": b.crs.to_string()},
+        "inputs": inputs,
         "grid": {"crs": grid.crs.to_string(), "resolution_m": list(grid.res), "width": grid.width,
                  "height": grid.height, "bounds": list(grid.bounds)},
         "pixel_area_m2": grid.pixel_area_m2,
-        "overlap_fraction_a": _overlap(a, change, grid),
-        "overlap_fraction_b": _overlap(b, change, grid),
         "classes": {CLASS_KEYS[c]: {"code": int(c), "label": c.label, "pixels": pixels[c],
                                     "area_ha": row[f"{CLASS_KEYS[c]}_ha"], "pct_valid": row[f"{CLASS_KEYS[c]}_pct"]}
                     for c in ChangeClass},
@@ -197,12 +211,14 @@ def compare_maps(
         "polygons": {"count": len(polygons), "min_area_ha": min_area_ha,
                      "by_class": {lbl: int(n) for lbl, n in polygons["class"].value_counts().items()}},
     }
-    for key, m in (("overlap_fraction_a", a), ("overlap_fraction_b", b)):
-        if summary[key] < 0.99:
-            logger.warning("only %.1f%% of %s lies where both maps have data; change is computed on the overlap",
-                           100 * summary[key], m.path)
-    result = ChangeResult(out, change_tif, polygons_path, areas_csv, out / "summary.json", table, summary)
+    return table, summary
 
+
+def _finish(result: ChangeResult, change: np.ndarray, grid: Grid, zones: Any,
+            zone_frame: tuple[gpd.GeoDataFrame, str] | None, reference: str | Path | None, figures: bool) -> None:
+    """Zones (read and checked before anything was written), estimates and figures; ``summary.json`` last."""
+    out, summary = result.out_dir, result.summary
+    year_a, year_b = summary["year_a"], summary["year_b"]
     if zone_frame is not None:
         frame, field_name = zone_frame
         per_zone = zonal_stats(change, grid, frame, field_name, year_a, year_b)
@@ -220,14 +236,21 @@ def compare_maps(
     if reference is not None:
         from smallmines.analysis.sampling import ChangeRaster, estimate_from_sample
 
-        assessed = estimate_from_sample(ChangeRaster(change_tif, change, grid.crs, grid.transform), reference, out)
+        assessed = estimate_from_sample(ChangeRaster(result.change_tif, change, grid.crs, grid.transform), reference,
+                                        out)
         result.accuracy = assessed
         summary["area_estimates"] = assessed.summary
 
     if figures:
         result.figures = _change_figures(change, grid, summary, result.zones, out / "figures")
     _write_json(result.summary_json, _clean(summary))
-    return result
+
+
+def _resolved(scene: str | Path | Sequence[str | Path]) -> str | list[str]:
+    """Absolute path(s) of a scene, so ``summary.json`` does not depend on the working directory."""
+    if isinstance(scene, (str, Path)):
+        return str(Path(scene).resolve())
+    return [str(Path(s).resolve()) for s in scene]
 
 
 def _overlap(m: BinaryMap, change: np.ndarray, grid: Grid) -> float:
@@ -251,3 +274,82 @@ def _change_figures(change: np.ndarray, grid: Grid, summary: dict[str, Any],
     return written
 
 
+def map_change(
+    model: str | Path | None,
+    before: str | Path | Sequence[str | Path],
+    after: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    year_a: int | None = None,
+    year_b: int | None = None,
+    zones: str | Path | gpd.GeoDataFrame | None = None,
+    zone_field: str | None = None,
+    min_area_ha: float = 0.0,
+    figures: bool = True,
+    overwrite: bool = True,
+    **mapping: Any,
+) -> ChangeResult:
+    """Map change directly with a bi-temporal change model: two scenes in, a change folder out.
+
+    The change raster comes from :func:`smallmines.mapping.bitemporal.map_change_raster` (the
+    windowed engine of ``smallmines map`` run on both scenes, with the guards on each); polygons,
+    the area table, zones, figures and ``summary.json`` are written as :func:`compare_maps` writes
+    them, so ``smallmines report`` and ``smallmines sample`` read the folder alike.
+
+    Args:
+        model: the change model (``model.pt``, ``.ckpt``; or None with ``onnx=``).
+        before: the earlier scene (stacked 13-band raster or VRT, or tiles).
+        after: the later scene, on the same grid.
+        out_dir: output folder.
+        year_a: the earlier year (default: the scene's ``fetch.json`` or a year in its file name).
+        year_b: the later year, likewise.
+        zones: optional polygons for per-zone statistics.
+        zone_field: attribute naming the zones.
+        min_area_ha: smallest polygon kept in ``change.gpkg``.
+        figures: also write ``figures/change_map`` and ``figures/areas``.
+        overwrite: replace a finished change folder (the command line refuses by default, ``--overwrite``);
+            an interrupted one is resumed either way.
+        **mapping: options of :func:`~smallmines.mapping.bitemporal.map_change_raster` (``window``,
+            ``device``, ``force``, ``aoi``...).
+
+    Raises:
+        ConfigError: a single-date model, scenes on different grids, unknown years.
+        SceneMismatchError: a scene unlike the training data.
+
+    .. versionadded:: 0.2
+    """
+    from rasterio.crs import CRS
+
+    from smallmines.folders import folder_lock
+    from smallmines.mapping.bitemporal import map_change_raster
+
+    out = Path(out_dir)
+    if min_area_ha < 0:
+        raise ChangeError(f"min_area_ha={min_area_ha:g}: may not be negative")
+    refuse_overwrite([out / "summary.json"], overwrite)
+    zone_frame = read_zones(zones, zone_field) if zones is not None else None  # refused before any work
+    with folder_lock(out, "another smallmines map run"):
+        def start() -> None:  # summary.json is written last: its presence marks a complete folder
+            (out / "summary.json").unlink(missing_ok=True)
+
+        raster = map_change_raster(model, before, after, out, year_a=year_a, year_b=year_b, lock=False,
+                                   require_years=True, on_start=start, **mapping)
+        import rasterio
+
+        with rasterio.open(raster.change_tif) as src:
+            change = src.read(1)
+            grid = Grid(CRS.from_user_input(src.crs), src.transform, src.width, src.height)
+        write_category_names(raster.change_tif, change_categories())
+        if grid.crs.is_geographic:
+            raise ChangeError(f"{before}: the scenes are in a geographic CRS ({grid.crs.to_string()}), so pixel "
+                              "areas are not in square metres; reproject both to UTM (gdalwarp -t_srs EPSG:326xx)")
+        pixels = class_pixels(change)
+        inputs = {"before": _resolved(before), "after": _resolved(after), "model": raster.summary["model"]["file"],
+                  "method": "bi-temporal model"}
+        table, summary = _describe_change(change, grid, pixels, int(raster.year_a or 0), int(raster.year_b or 0),
+                                          inputs, min_area_ha, out)
+        summary["mapping"] = raster.summary
+        summary["run_id"] = raster.run_id
+        result = ChangeResult(out, raster.change_tif, out / "change.gpkg", out / "areas.csv", out / "summary.json",
+                              table, summary)
+        _finish(result, change, grid, zones, zone_frame, None, figures)
+    return result

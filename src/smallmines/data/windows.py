@@ -355,15 +355,16 @@ def add_window(acc: np.ndarray, origin: tuple[int, int], plan: Plan, window: Win
     """Add a window's weighted values into a block accumulator (NaN marks nodata and propagates).
 
     Args:
-        acc: ``(H, W)`` float32 accumulator of a block footprint whose first pixel is ``origin``.
-        origin: scene ``(row, col)`` of ``acc[0, 0]``.
+        acc: ``(H, W)`` (or ``(K, H, W)``, one plane per class) float32 accumulator of a block footprint
+            whose first pixel is ``origin``.
+        origin: scene ``(row, col)`` of ``acc[..., 0, 0]``.
         plan: the tiling.
         window: which window.
-        values: ``(h, w)`` values of the window's clipped span.
+        values: ``(h, w)`` (or ``(K, h, w)``) values of the window's clipped span.
 
     """
     rows, cols = plan.window(window)
-    acc[rows.slice(origin[0]), cols.slice(origin[1])] += values * plan.window_weights(window)
+    acc[..., rows.slice(origin[0]), cols.slice(origin[1])] += values * plan.window_weights(window)
 
 
 def assemble(plan: Plan, block: BlockId, accumulators: Mapping[BlockId, np.ndarray]) -> np.ndarray:
@@ -376,16 +377,19 @@ def assemble(plan: Plan, block: BlockId, accumulators: Mapping[BlockId, np.ndarr
             memory-mapped arrays; only the parts that overlap the core are read.
 
     Returns:
-        ``(h, w)`` float32 core values; NaN where any contributing window saw nodata.
+        ``(h, w)`` (or ``(K, h, w)`` for accumulators of ``K`` planes) float32 core values; NaN where
+        any contributing window saw nodata.
 
     """
     core_rows, core_cols = plan.core(block)
-    total = np.zeros((core_rows.size, core_cols.size), np.float32)
-    for other in plan.contributors(block):
+    contributors = plan.contributors(block)
+    planes = accumulators[contributors[0]].shape[:-2]
+    total = np.zeros((*planes, core_rows.size, core_cols.size), np.float32)
+    for other in contributors:
         rows, cols = plan.footprint(other)
         r, c = intersect(rows, core_rows), intersect(cols, core_cols)
-        total[r.slice(core_rows.start), c.slice(core_cols.start)] += \
-            accumulators[other][r.slice(rows.start), c.slice(cols.start)]
+        total[..., r.slice(core_rows.start), c.slice(core_cols.start)] += \
+            accumulators[other][..., r.slice(rows.start), c.slice(cols.start)]
     return total / plan.normaliser(core_rows, core_cols)
 
 

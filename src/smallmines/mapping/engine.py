@@ -2,7 +2,9 @@
 
 A :class:`Job` holds everything needed to compute any block of the plan as picklable data.
 Reader threads prepare the next windows (read, spectral indices, normalisation with the training
-statistics, reflection padding at the scene edge) while the model runs; each block's weighted
+statistics, reflection padding at the scene edge) while the model runs; a bi-temporal job reads the
+same window of two scenes on one grid and stacks their channels (``a:X...``, ``b:X...``), and its
+model's class probabilities are blended plane by plane; each block's weighted
 sums are returned to the caller (:func:`run_blocks`) or computed on Dask workers
 (:func:`compute_block`). Peak memory depends on the window, batch and block sizes, never on the
 scene size.
@@ -50,6 +52,8 @@ class Job:
         batch_size: windows per forward pass (None: 8 on a GPU, else 1).
         readers: reader threads preparing windows ahead of the model (None: 8 on a GPU, else 2).
         aoi: area of interest as WKB in the scene CRS, or None.
+        scene_b: the later scene of a bi-temporal job (on the grid of ``scene``), or None.
+        classes: class planes the model's output blends into (0: one mining probability plane).
 
     """
 
@@ -64,6 +68,17 @@ class Job:
     batch_size: int | None
     readers: int | None
     aoi: bytes | None = None
+    scene_b: Scene | None = None
+    classes: int = 0
+
+    @property
+    def scenes(self) -> tuple[Scene, ...]:
+        """The scenes read: one, or the earlier and the later of a bi-temporal job."""
+        return (self.scene,) if self.scene_b is None else (self.scene, self.scene_b)
+
+    def open(self) -> _Readers:
+        """Readers of every scene (one per scene), for one thread."""
+        return _Readers(tuple(scene.open() for scene in self.scenes))
 
     def scene_spans(self, rows: Span, cols: Span) -> tuple[Span, Span]:
         """Plan spans shifted to scene pixels."""
@@ -84,22 +99,43 @@ def _geometry(wkb: bytes) -> Any:
     return shapely.from_wkb(wkb)
 
 
+class _Readers:
+    """The readers of a job's scenes, closed together."""
+
+    def __init__(self, readers: tuple[SceneReader, ...]) -> None:
+        self.readers = readers
+
+    def __enter__(self) -> _Readers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for reader in self.readers:
+            reader.close()
+
+
 Prepared = tuple[np.ndarray, np.ndarray]
 """A window ready for the model: padded normalised ``(C, H, W)`` input and ``(h, w)`` valid mask."""
 
 
-def prepare_window(job: Job, reader: SceneReader, window: WindowId) -> Prepared | None:
+def prepare_window(job: Job, reader: SceneReader | _Readers, window: WindowId) -> Prepared | None:
     """Read, compute channels, normalise and pad one window; None when it has no valid pixel.
 
     Nodata (NaN) becomes 0 after normalisation, as in training; the valid mask marks pixels
-    where every channel is valid (and inside the area of interest).
+    where every channel is valid (and inside the area of interest). A bi-temporal job's channels
+    are the earlier scene's, then the later scene's, so a pixel is valid where both dates are.
     """
     rows, cols = job.plan.window(window)
     inside = job.inside(rows, cols)
     if inside is not None and not inside.any():
         return None
-    raw = reader.read(job.bands, *job.scene_spans(rows, cols))
-    channels = compute_channels(raw, job.channels, source_bands=job.bands)
+    readers = reader.readers if isinstance(reader, _Readers) else (reader,)
+    spans = job.scene_spans(rows, cols)
+    if len(readers) == 1:
+        channels = compute_channels(readers[0].read(job.bands, *spans), job.channels, source_bands=job.bands)
+    else:
+        per_date = tuple(c.split(":", 1)[1] for c in job.channels[:len(job.channels) // 2])
+        channels = np.concatenate([compute_channels(r.read(job.bands, *spans), per_date, source_bands=job.bands)
+                                   for r in readers])
     valid = np.isfinite(channels).all(axis=0)
     if inside is not None:
         valid &= inside
@@ -139,7 +175,7 @@ def prefetch(job: Job, items: Sequence[tuple[BlockId, WindowId]], readers: int,
 
     def read(k: int) -> None:
         try:
-            with job.scene.open() as reader:
+            with job.open() as reader:
                 for _, window in items[k::n]:
                     if stop.is_set():
                         return
@@ -175,16 +211,17 @@ class _Stitcher:
         self.acc = np.zeros((0, 0), np.float32)
         self.origin = (0, 0)
         self.batch: list[tuple[WindowId, Prepared]] = []
+        self.planes = (job.classes,) if job.classes else ()
 
     def add(self, block: BlockId, window: WindowId, prepared: Prepared | None) -> None:
         if block != self.block:
             self.finish()
             rows, cols = self.job.plan.footprint(block)
             self.block, self.origin = block, (rows.start, cols.start)
-            self.acc = np.zeros((rows.size, cols.size), np.float32)
+            self.acc = np.zeros((*self.planes, rows.size, cols.size), np.float32)
         if prepared is None:
             rows, cols = self.job.plan.window(window)
-            nodata = np.full((rows.size, cols.size), np.nan, np.float32)
+            nodata = np.full((*self.planes, rows.size, cols.size), np.nan, np.float32)
             add_window(self.acc, self.origin, self.job.plan, window, nodata)
             return
         self.batch.append((window, prepared))
@@ -196,7 +233,7 @@ class _Stitcher:
             return
         probability = self.predictor(np.stack([x for _, (x, _) in self.batch]))
         for (window, (_, valid)), p in zip(self.batch, probability, strict=True):
-            values = np.where(valid, p[: valid.shape[0], : valid.shape[1]], np.float32(np.nan))
+            values = np.where(valid, p[..., : valid.shape[0], : valid.shape[1]], np.float32(np.nan))
             add_window(self.acc, self.origin, self.job.plan, window, values)
         self.batch = []
 

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from smallmines.bands import required_bands
+from smallmines.data.pairs import split_date_channels
 from smallmines.data.scene import Grid, aoi_region, load_aoi, open_scene, parse_scale
 from smallmines.data.windows import BlockId, Span, make_plan
 from smallmines.errors import ConfigError, DataFormatError
@@ -216,6 +217,9 @@ def map_scene(
         ref = ref.resolved()
     card = read_card(ref) if distributed else load_predictor(ref)[1]
     _check_cards(ref, card)
+    if split_date_channels(card.channels) is not None:
+        raise ConfigError(f"{ref.path} is a bi-temporal change model ({card.model}): it maps two scenes, not one; "
+                          "run `smallmines map --before SCENE_A --after SCENE_B --model MODEL -o DIR`")
     scene = open_scene(stacked, s2, s1, dem, band_order).with_scale(parse_scale(scale))
     bands = required_bands(card.channels)
     scene.require(bands)

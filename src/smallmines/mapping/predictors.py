@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 from smallmines.errors import CheckpointError, ConfigError
-from smallmines.models.export import INPUT_NAME, OUTPUT_NAME, onnx_card, onnx_session, softmax_mining
+from smallmines.models.export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    onnx_card,
+    onnx_session,
+    softmax_classes,
+    softmax_mining,
+)
 from smallmines.models.registry import ModelCard, load_model
 
 logger = logging.getLogger(__name__)
@@ -132,14 +139,15 @@ class TorchPredictor:
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """``(N, C, H, W)`` float32 normalised input to ``(N, H, W)`` float32 probability."""
+        """``(N, C, H, W)`` normalised input to ``(N, H, W)`` mining probability (``(N, K, H, W)`` if K > 2)."""
         x = torch.from_numpy(batch)
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             logits = self.network(x)
-        return torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+        probability = torch.softmax(logits.float(), dim=1)
+        return (probability[:, 1] if probability.shape[1] == 2 else probability).cpu().numpy()
 
 
 class OnnxPredictor:
@@ -149,9 +157,9 @@ class OnnxPredictor:
         self.session = onnx_session(path, device, threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """``(N, C, H, W)`` float32 normalised input to ``(N, H, W)`` float32 probability."""
+        """``(N, C, H, W)`` normalised input to ``(N, H, W)`` mining probability (``(N, K, H, W)`` if K > 2)."""
         logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
-        return softmax_mining(logits)
+        return softmax_mining(logits) if logits.shape[1] == 2 else softmax_classes(logits)
 
 
 Predictor = Callable[[np.ndarray], np.ndarray]

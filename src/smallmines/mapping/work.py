@@ -26,7 +26,7 @@ from rasterio.windows import Window
 from smallmines.bands import MASK_NODATA
 from smallmines.data.scene import Grid
 from smallmines.data.windows import BlockId, assemble
-from smallmines.legend import CHANGE_COLOURS, MINING_COLOUR, ChangeClass, hex_to_rgba
+from smallmines.legend import CHANGE_COLOURS, CHANGE_NODATA, MINING_COLOUR, ChangeClass, hex_to_rgba
 from smallmines.mapping.engine import Job
 from smallmines.mapping.vector import label_tile, pixel_areas_m2
 
@@ -108,7 +108,8 @@ def _fingerprint(job: Job) -> dict[str, Any]:
     plan = job.plan
     return {
         "model": _sha256(job.model.path), "engine": job.model.engine, "precision": job.model.precision,
-        "inputs": [_file_id(s.path) for s in job.scene.sources], "scene": job.scene.describe(),
+        "inputs": [_file_id(s.path) for scene in job.scenes for s in scene.sources],
+        "scene": [scene.describe() for scene in job.scenes] if job.scene_b is not None else job.scene.describe(),
         "origin": list(job.origin), "channels": list(job.channels), "mean": list(job.mean), "std": list(job.std),
         "plan": [plan.height, plan.width, plan.size, plan.overlap, plan.margin, plan.per_block, plan.align],
         "aoi": hashlib.sha256(job.aoi).hexdigest() if job.aoi else None,
@@ -214,3 +215,25 @@ def _finalise_mask(job: Job, grid: Grid, prob_path: Path, polygons: Sequence[Any
     return (sums / np.maximum(counts, 1))[1:]
 
 
+
+
+def _stitch_change(job: Job, work: WorkFolder, grid: Grid, path: Path) -> dict[int, int]:
+    """Assemble blended class probabilities into the change raster (most probable class, 255 nodata).
+
+    Returns:
+        Pixel count of every class code (nodata left out).
+
+    """
+    plan, counts = job.plan, np.zeros(256, np.int64)
+    with _temp_raster(path, grid, "uint8", CHANGE_NODATA) as dst:
+        for block in plan.blocks():
+            rows, cols = plan.core(block)
+            probability = assemble(plan, block, {b: work.load(b) for b in plan.contributors(block)})
+            valid = np.isfinite(probability).all(axis=0)
+            inside = job.inside(rows, cols)
+            if inside is not None:
+                valid &= inside
+            classes = np.where(valid, np.nan_to_num(probability).argmax(axis=0), CHANGE_NODATA).astype(np.uint8)
+            counts += np.bincount(classes.ravel(), minlength=256)
+            dst.write(classes, 1, window=Window(cols.start, rows.start, cols.size, rows.size))
+    return {code: int(n) for code, n in enumerate(counts) if n and code != CHANGE_NODATA}

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from smallmines.data.pairs import split_date_channels
 from smallmines.errors import CheckpointError, ConfigError
 from smallmines.models.registry import CARD_KEY, ModelCard, load_model
 
@@ -49,7 +50,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = OPSET, che
         out: the ``.onnx`` file to write (atomically).
         opset: ONNX opset version.
         check: run the exported graph in ONNX Runtime on a random 2 x C x 96 x 128 input and
-            report the largest difference of mining probability from PyTorch.
+            report the largest difference of a class probability from PyTorch.
 
     Raises:
         CheckpointError: the checkpoint cannot be read or its network cannot be exported.
@@ -93,7 +94,9 @@ def _set_metadata(proto: object, card: ModelCard) -> None:
         "stats": json.dumps(card.stats.to_dict()),
         "threshold": repr(card.threshold),
         "input": f"{INPUT_NAME}: normalised (N, C, H, W) float32, H and W multiples of 32",
-        "output": f"{OUTPUT_NAME}: (N, 2, H, W); mining probability = softmax(logits)[:, 1]",
+        "output": f"{OUTPUT_NAME}: (N, 2, H, W); mining probability = softmax(logits)[:, 1]"
+        if split_date_channels(card.channels) is None else
+        f"{OUTPUT_NAME}: (N, 4, H, W); change class (0 no mining, 1 new, 2 persistent, 3 ceased) = argmax(logits)",
     }
     del proto.metadata_props[:]
     for key, value in entries.items():
@@ -102,11 +105,18 @@ def _set_metadata(proto: object, card: ModelCard) -> None:
 
 
 def _compare(network: torch.nn.Module, path: Path, example: torch.Tensor) -> float:
+    """Largest difference of any class probability (mining, or each change class) from PyTorch."""
     session = onnx_session(path, threads=1)
     with torch.inference_mode():
-        expected = torch.softmax(network(example).float(), 1)[:, 1].numpy()
+        expected = torch.softmax(network(example).float(), 1).numpy()
     logits = session.run([OUTPUT_NAME], {INPUT_NAME: example.numpy()})[0]
-    return float(np.abs(softmax_mining(logits) - expected).max())
+    return float(np.abs(softmax_classes(logits) - expected).max())
+
+
+def softmax_classes(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities ``(N, K, H, W)`` from ``(N, K, H, W)`` logits (numpy)."""
+    shifted = np.exp(logits.astype(np.float32) - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def softmax_mining(logits: np.ndarray) -> np.ndarray:

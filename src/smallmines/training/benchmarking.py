@@ -10,6 +10,11 @@ mean IoU, F1; mean ± standard deviation over seeds)::
     out/runs.csv        one row per configuration and seed
 
 Runs whose evaluation already exists are reused, so an interrupted benchmark continues where it stopped.
+
+A benchmark that holds a bi-temporal change model (preset ``change-tiny``) is a *change* benchmark
+(:mod:`smallmines.training.benchmark_change`): every configuration is scored per change class on the
+test pairs of one site-grouped split, change models directly and single-date models by differencing
+their maps of the two years; the official split is refused.
 """
 
 from __future__ import annotations
@@ -26,6 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from smallmines.errors import ConfigError
+from smallmines.training.benchmark_change import (
+    CHANGE_COLUMNS,
+    aggregate_change,
+    change_markdown,
+    change_row,
+    check_change_configs,
+    is_change_config,
+)
 from smallmines.training.config import Config, load_config
 from smallmines.training.evaluation import evaluate
 
@@ -238,23 +251,31 @@ def benchmark(
         raise ConfigError(f"configurations need distinct names to share a benchmark folder; got {names}")
     if not resolved or not seeds:
         raise ConfigError("benchmark needs at least one configuration and one seed")
+    change = any(is_change_config(c) for c in resolved)
+    if change:
+        check_change_configs(resolved)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
     for config in resolved:
         for seed in seeds:
             run_config = load_config(config, {"train": {"seed": int(seed)}})
-            runs.append(_run_one(run_config, int(seed), out / config.name / f"seed{seed}", split, progress,
-                                 overwrite))
+            run_dir = out / config.name / f"seed{seed}"
+            run = _run_one(run_config, int(seed), run_dir, split, progress, overwrite)
+            runs.append(change_row(run_config, run, run_dir, split) if change else run)
     hashes = {r["split_hash"] for r in runs}
     if len(hashes) > 1:
         detail = ", ".join(f"{r['config']}/seed{r['seed']}={r['split_hash']}" for r in runs)
         raise ConfigError(f"runs used different splits ({detail}); give every configuration the same data.splits, "
                           "data.split_seed, data.val_fraction and data.years")
-    table = _aggregate(runs)
-    markdown = to_markdown(table, split, seeds)
+    if change:
+        table = aggregate_change(runs)
+        markdown, columns = change_markdown(table, runs, split, seeds), CHANGE_COLUMNS
+    else:
+        table = _aggregate(runs)
+        markdown, columns = to_markdown(table, split, seeds), TABLE_COLUMNS
     (out / ".benchmark.md.tmp").write_text(markdown, encoding="utf-8")
     os.replace(out / ".benchmark.md.tmp", out / "benchmark.md")
-    _write_csv(out / "benchmark.csv", table, TABLE_COLUMNS)
+    _write_csv(out / "benchmark.csv", table, columns)
     _write_csv(out / "runs.csv", runs, list(runs[0]))
     return BenchmarkResult(table, runs, markdown, out)

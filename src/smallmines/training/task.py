@@ -62,6 +62,12 @@ class SegmentationTask(L.LightningModule):
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         logits = self(batch["image"])
         loss = self.criterion(logits, batch["mask"])
+        auxiliary = getattr(self.network, "auxiliary_loss", None)
+        extra = auxiliary(batch["mask"]) if auxiliary is not None and stage == "train" else None
+        if extra is not None:  # e.g. the per-date mining heads of siamese-lite (aux_weight)
+            self.log(f"{stage}_aux_loss", extra, on_step=False, on_epoch=True, sync_dist=True,
+                     batch_size=batch["image"].shape[0])
+            loss = loss + extra
         self.metrics[f"{stage}_metrics"].update(logits, batch["mask"])
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=batch["image"].shape[0])
