@@ -297,3 +297,17 @@ def test_the_year_comes_from_the_option_provenance_or_file_name(tmp_path: Path) 
     assert _scene_year(str(tmp_path / "S2_20221105_T30N.tif")) is None  # a date, not a year
     (tmp_path / "fetch.json").write_text(json.dumps({"year": 2024}))
     assert _scene_year(str(tmp_path / "scene.tif")) == 2024
+
+
+def test_the_guards_sample_is_the_same_read_by_several_threads(files: dict[str, Path]) -> None:
+    from smallmines.data.scene import open_scene
+    from smallmines.data.windows import Span
+    from smallmines.mapping.guards import sample_scene
+
+    scene = open_scene(files["stacked"])
+    rows, cols = Span(0, H), Span(0, W)
+    with scene.open() as reader:
+        one = sample_scene(reader, BAND_NAMES, rows, cols, size=64, threads=1)
+        several = sample_scene(reader, BAND_NAMES, rows, cols, size=64, threads=3)  # 16 windows, uneven shares
+    assert one.shape[0] == len(BAND_NAMES) and one.shape[1] > 16 * 64 * 32
+    np.testing.assert_array_equal(several, one)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -44,24 +45,43 @@ MIN_SAMPLE = 1000
 
 
 def sample_scene(reader: SceneReader, bands: Sequence[str], rows: Span, cols: Span, windows: int = 16,
-                 size: int = 256) -> np.ndarray:
+                 size: int = 256, threads: int | None = None) -> np.ndarray:
     """Sample valid pixels of ``bands`` from a grid of windows spread over a region.
+
+    Windows are read by ``threads`` threads (default: up to 8, one reader of ``reader``'s scene each,
+    as rasterio datasets are not shared between threads); the sample is the same for any number.
 
     Returns:
         ``(len(bands), N)`` float32 raw values of pixels where every band is valid.
 
     """
     per_side = max(1, math.isqrt(windows))
-    picks = []
+    spans = []
     for i in range(per_side):
         for j in range(per_side):
             r = rows.start + (rows.size * (2 * i + 1)) // (2 * per_side) - size // 2
             c = cols.start + (cols.size * (2 * j + 1)) // (2 * per_side) - size // 2
             r = min(max(r, rows.start), max(rows.stop - size, rows.start))
             c = min(max(c, cols.start), max(cols.stop - size, cols.start))
-            data = reader.read(bands, Span(r, min(r + size, rows.stop)), Span(c, min(c + size, cols.stop)))
-            flat = data.reshape(len(bands), -1)
-            picks.append(flat[:, np.isfinite(flat).all(axis=0)])
+            spans.append((Span(r, min(r + size, rows.stop)), Span(c, min(c + size, cols.stop))))
+    n = max(1, min(len(spans), threads if threads is not None else min(8, os.cpu_count() or 1)))
+
+    def valid_pixels(source: SceneReader, window: tuple[Span, Span]) -> np.ndarray:
+        flat = source.read(bands, *window).reshape(len(bands), -1)
+        return flat[:, np.isfinite(flat).all(axis=0)]
+
+    def chunk(k: int) -> list[np.ndarray]:  # windows k, k + n, ... with a reader of this thread's own
+        with reader.scene.open() as own:
+            return [valid_pixels(own, w) for w in spans[k::n]]
+
+    if n == 1:
+        picks = [valid_pixels(reader, w) for w in spans]
+    else:  # the guards' reads cost seconds on large compressed scenes: spread them over threads
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(n, thread_name_prefix="smallmines-sample") as pool:
+            chunks = list(pool.map(chunk, range(n)))
+        picks = [chunks[i % n][i // n] for i in range(len(spans))]  # back in window order
     return np.concatenate(picks, axis=1)
 
 
