@@ -194,3 +194,11 @@ def test_edge_patches_are_padded_used_and_reported_as_warnings(broken):
     assert (mask[13:, :] == 255).all() and (mask[:, 36:] == 255).all() and (mask[:13, :36] != 255).any()
     result = run_check(broken.root)
     assert result.exit_code == 0 and "edge patch" in result.output
+
+
+def test_a_missing_dataset_is_one_error_naming_the_path_once(tmp_path):
+    missing = tmp_path / "nowhere"
+    report = check_dataset(missing)
+    assert not report.usable and len(report.problems) == 1
+    line = str(report.problems[0])
+    assert line.count(str(missing)) == 1 and "no such file or folder" in line and "data synth" in line

@@ -196,7 +196,9 @@ def check_dataset(
             return report
         layout = discover(path)
     except SmallminesError as exc:
-        report.problems.append(Problem(getattr(exc, "path", str(path)), getattr(exc, "problem", str(exc))))
+        message = getattr(exc, "problem", str(exc))
+        message = message.removeprefix(f"{path}: ")  # the line names the path once
+        report.problems.append(Problem(getattr(exc, "path", str(path)), message))
         return report
     report.kind = "zip" if layout.is_zip else "folder"
     _check_files(layout, report)
