@@ -261,6 +261,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=["fit", "authors", "ceiling"],
                         choices=["authors", "ceiling", "fit"], help="measurements to run, in this order")
     parser.add_argument("--authors-steps", type=int, default=300)
+    parser.add_argument("--ceiling", nargs="+", default=["eager", "eager-fused"],
+                        choices=["eager", "eager-fused", "compiled", "compiled-fused"],
+                        help="ceiling variants (compiling takes minutes)")
     parser.add_argument("--results", default="train_results.json", help="file name of the results under --out")
     parser.add_argument("--preset", default="unet-r50-all13", help="what fit trains")
     parser.add_argument("--set", nargs="*", default=[], help="overrides of fit's configuration")
@@ -288,8 +291,9 @@ def main() -> None:
             results["authors"] = authors(args.files, args.pack, args.workers, steps=args.authors_steps)
             print(f"authors' recipe: {results['authors']['patches_per_s']:.1f} patches/s", flush=True)
         else:
-            for compiled, fused in ((False, False), (False, True), (True, False)):
-                key = "ceiling_" + ("compiled" if compiled else "eager") + ("_fused" if fused else "")
+            for variant in args.ceiling:
+                compiled, fused = variant.startswith("compiled"), variant.endswith("fused")
+                key = "ceiling_" + variant.replace("-", "_")
                 results[key] = ceiling(128, compiled, steps=20, fused=fused)
                 print(f"{key}: train {results[key]['train_patches_per_s']:.0f} patches/s, inference "
                       f"{results[key]['inference_patches_per_s']:.0f} patches/s (batch 128)", flush=True)

@@ -8,8 +8,8 @@
 #      authors' recipe, plus the network's ceiling, with GPU busy share (benchmarks/bench_gpu.py);
 #   5. whole-scene mapping km2/s and peak GPU memory on 4096^2 and 16384^2 scenes (bench_map.py).
 # Everything goes to $OUT (the device tool's folder; ./gpu-out elsewhere): gpu_check.log (all output),
-# pytest.log, train_results.json, fit_profile.txt, map.json. Each stage has its own time limit, so one
-# failure or overrun does not cost the others.
+# pytest.log, ceiling_results.json, train_results.json, train_results_profile.txt, map.json. Each stage
+# has its own time limit, so one failure or overrun does not cost the others.
 #
 #   device run: bash benchmarks/gpu_check.sh        (carry: [".whl"])
 set -u
@@ -54,19 +54,29 @@ bench_map._base_tile(p / 'tile.tif')"
 tile_pid=$!
 
 stage "CUDA tests"
-timeout 150 $PY -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -25
+timeout 120 $PY -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -25
 
 stage "waiting for the data"
 wait $data_pid; echo "data: exit $?"; cat "$WORK/data.log" | tail -5
 
-stage "training throughput (fit first, then the authors' recipe and the ceiling)"
-timeout 240 $PY benchmarks/bench_gpu.py --pack "$WORK/data.smpack" --files "$WORK/data" --out "$OUT" --epochs 5 \
-  --workers 8 2>&1 | grep -v "^INFO\|LeafSpec\|litlogger\|Tip:" | tail -40
-echo "bench_gpu: exit ${PIPESTATUS[0]}"
+stage "the authors' recipe and the network's ceiling"
+timeout 90 $PY benchmarks/bench_gpu.py --pack "$WORK/data.smpack" --files "$WORK/data" --out "$OUT" \
+  --only authors ceiling --workers 8 --results ceiling_results.json 2>&1 | grep -v "^INFO" | tail -10
+echo "bench_gpu (authors, ceiling): exit ${PIPESTATUS[0]}"
+
+stage "training throughput: fit('unet-r50-all13') end to end ${FIT_SET:+with $FIT_SET}"
+# FIT_SET: extra overrides to compare, e.g. FIT_SET="train.compile=reduce-overhead train.batch_size=256"
+timeout 240 $PY benchmarks/bench_gpu.py --pack "$WORK/data.smpack" --files "$WORK/data" --out "$OUT" --only fit \
+  --epochs 5 ${FIT_SET:+--set $FIT_SET} 2>&1 | grep -v "^INFO\|LeafSpec\|litlogger\|Tip:" | tail -12
+echo "bench_gpu (fit): exit ${PIPESTATUS[0]}"
+
+$PY -c "import json, sys; a = json.load(open('$OUT/ceiling_results.json'))['authors']['patches_per_s']; \
+f = json.load(open('$OUT/train_results.json'))['fit']['patches_per_s']; \
+print(f'fit {f:.0f} patches/s / authors {a:.1f} patches/s = {f / a:.1f}x (target 33x)')" 2>/dev/null
 
 stage "mapping throughput"
 wait $tile_pid; tail -2 "$WORK/tile.log"
-GDAL_CACHEMAX=64 timeout 150 $PY benchmarks/bench_map.py --devices cuda --sizes 4096 16384 --backends torch \
+GDAL_CACHEMAX=64 timeout 130 $PY benchmarks/bench_map.py --devices cuda --sizes 4096 16384 --backends torch \
   --encoder resnet50 --gpu-window 2048 --gpu-batch 4 --readers 16 --workdir "$WORK/map" --json "$OUT/map.json" \
   --no-write 2>&1 | tail -20
 echo "bench_map: exit ${PIPESTATUS[0]}"
