@@ -369,3 +369,14 @@ def test_bad_context_is_one_clear_line(tmp_path):
     garbage.write_text("not json")
     with pytest.raises(SmallminesError, match="zones.geojson: cannot be read as a vector layer"):
         build_report(run, tmp_path / "y.html", context=garbage)
+
+
+def test_local_paths_become_relative_but_embedded_data_is_untouched(tmp_path: Path) -> None:
+    from smallmines.report.build import _without_local_paths
+    from smallmines.report.inputs import ReportInputs
+
+    run = tmp_path / "project" / "run"
+    image = f"data:image/png;base64,AAAA{run}/BBBB=="  # base64 may spell a path by chance
+    page = f'<p>model {run}/model.pt</p><img src="{image}">'
+    clean = _without_local_paths(page, tmp_path / "project" / "report.html", ReportInputs(run))
+    assert "<p>model run/model.pt</p>" in clean and image in clean

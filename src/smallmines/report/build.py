@@ -359,11 +359,17 @@ def _without_local_paths(page: str, out: Path, inputs: ReportInputs) -> str:
     if inputs.data is not None:
         places.add(Path(inputs.data).resolve().parent)
     places = {p for p in places if len(p.parts) > 2}  # never a bare /home or /tmp
-    for place in sorted(places, key=lambda p: len(str(p)), reverse=True):
-        page = page.replace(str(place) + os.sep, os.path.relpath(place, folder) + "/").replace(
-            str(place), os.path.relpath(place, folder))
     home = str(Path.home())
-    return page.replace(home + os.sep, "~/") if len(Path(home).parts) > 1 else page
+
+    def rewrite(text: str) -> str:
+        for place in sorted(places, key=lambda p: len(str(p)), reverse=True):
+            text = text.replace(str(place) + os.sep, os.path.relpath(place, folder) + "/").replace(
+                str(place), os.path.relpath(place, folder))
+        return text.replace(home + os.sep, "~/") if len(Path(home).parts) > 1 else text
+
+    # embedded images and data (base64 may spell a path by chance) are left as they are
+    parts = re.split(r"(base64,[A-Za-z0-9+/=]+)", page)
+    return "".join(part if i % 2 else rewrite(part) for i, part in enumerate(parts))
 
 
 def _default_title(inputs: ReportInputs, view: DatasetView | None) -> str:
