@@ -127,8 +127,9 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    clean = [v for v in values if not math.isnan(v)]
+def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds, leaving out missing scores (NaN when none is left)."""
+    clean = [v for v in values if v is not None and not math.isnan(v)]
     if not clean:
         return math.nan, math.nan
     return statistics.fmean(clean), statistics.stdev(clean) if len(clean) > 1 else 0.0
@@ -143,7 +144,7 @@ def aggregate_change(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         row.update(train_s=statistics.fmean(r["train_s"] for r in rows),
                    epochs=statistics.fmean(r["epochs"] for r in rows), seeds=len(rows))
         for score in CHANGE_SCORES:
-            row[f"{score}_mean"], row[f"{score}_std"] = _mean_std([r[score] for r in rows])
+            row[f"{score}_mean"], row[f"{score}_std"] = mean_std([r[score] for r in rows])
         table.append(row)
     return table
 

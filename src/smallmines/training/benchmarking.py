@@ -38,6 +38,7 @@ from smallmines.training.benchmark_change import (
     change_row,
     check_change_configs,
     is_change_config,
+    mean_std,
 )
 from smallmines.training.config import Config, load_config
 from smallmines.training.evaluation import evaluate
@@ -136,13 +137,6 @@ def _check_same_config(run_dir: Path, config: Config) -> None:
                           "retrain it, or use another --out")
 
 
-def _mean_std(values: Sequence[float | None]) -> tuple[float, float]:
-    clean = [v for v in values if v is not None and not math.isnan(v)]
-    if not clean:
-        return math.nan, math.nan
-    return statistics.fmean(clean), statistics.stdev(clean) if len(clean) > 1 else 0.0
-
-
 def _aggregate(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     table = []
     for name in dict.fromkeys(r["config"] for r in runs):
@@ -152,9 +146,9 @@ def _aggregate(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         row.update(train_s=statistics.fmean(r["train_s"] for r in rows),
                    epochs=statistics.fmean(r["epochs"] for r in rows), seeds=len(rows))
         for score in SCORES:
-            row[f"{score}_mean"], row[f"{score}_std"] = _mean_std([r[score] for r in rows])
+            row[f"{score}_mean"], row[f"{score}_std"] = mean_std([r[score] for r in rows])
         for key in dict.fromkeys(k for r in rows for k in r if k.startswith(COUNTRY_PREFIX)):
-            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([r.get(key) for r in rows])
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std([r.get(key) for r in rows])
         table.append(row)
     return table
 
