@@ -154,6 +154,8 @@ def test_wrong_models_and_grids_get_one_clear_line(scenes: dict, tmp_path: Path)
                             "--model", str(scenes["conv"]), "-o", str(tmp_path / "g")],
         "two scenes, not one": ["map", str(scenes["conv"]), str(scenes["before"]), "-o", str(tmp_path / "h")],
         "give both --before": ["map", "--before", str(scenes["before"]), "--model", str(scenes["conv"])],
+        "--block -5: need at least 1": ["map", "--before", str(scenes["before"]), "--after", str(scenes["after"]),
+                                        "--model", str(scenes["conv"]), "--block", "-5", "-o", str(tmp_path / "i")],
     }
     for message, args in cases.items():
         res = CliRunner().invoke(app, args)

@@ -88,6 +88,13 @@ def change_categories() -> tuple[str, ...]:
     return tuple(c.label for c in ChangeClass)
 
 
+def change_tags(year_a: int | None, year_b: int | None) -> dict[str, str]:
+    """GeoTIFF tags of a change raster: the class codes and the two years (empty where unknown)."""
+    classes = ", ".join(f"{int(c)}={c.label}" for c in ChangeClass) + f", {CHANGE_NODATA}=nodata"
+    return {"classes": classes, "year_a": "" if year_a is None else str(year_a),
+            "year_b": "" if year_b is None else str(year_b)}
+
+
 def write_category_names(raster: str | Path, names: Sequence[str]) -> Path:
     """Write GDAL category names of band 1 (value i is ``names[i]``) as the raster's PAM sidecar.
 

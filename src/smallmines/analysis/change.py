@@ -48,6 +48,7 @@ from smallmines.legend import (
     ChangeClass,
     change_categories,
     change_colormap,
+    change_tags,
     write_category_names,
 )
 
@@ -165,9 +166,7 @@ def compare_maps(
 
     change_tif = write_cog(out / "change.tif", change, grid.crs, grid.transform, CHANGE_NODATA,
                            colormap=change_colormap(), description=f"mining change {year_a}-{year_b}",
-                           tags={"classes": ", ".join(f"{int(c)}={c.label}" for c in ChangeClass)
-                                 + f", {CHANGE_NODATA}=nodata",
-                                 "year_a": str(year_a), "year_b": str(year_b)})
+                           tags=change_tags(year_a, year_b))
     write_category_names(change_tif, change_categories())
     inputs = {"map_a": str(Path(a.path).resolve()), "map_b": str(Path(b.path).resolve()),
               "crs_a": a.crs.to_string(), "crs_b": b.crs.to_string()}
@@ -338,7 +337,6 @@ def map_change(
         with rasterio.open(raster.change_tif) as src:
             change = src.read(1)
             grid = Grid(CRS.from_user_input(src.crs), src.transform, src.width, src.height)
-        write_category_names(raster.change_tif, change_categories())
         if grid.crs.is_geographic:
             raise ChangeError(f"{before}: the scenes are in a geographic CRS ({grid.crs.to_string()}), so pixel "
                               "areas are not in square metres; reproject both to UTM (gdalwarp -t_srs EPSG:326xx)")

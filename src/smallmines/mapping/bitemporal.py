@@ -26,12 +26,12 @@ from typing import Any
 
 from smallmines.bands import required_bands
 from smallmines.data.pairs import split_date_channels
-from smallmines.data.scene import Scene, aoi_region, load_aoi, open_scene, parse_scale
+from smallmines.data.scene import Scene, open_scene, parse_scale
 from smallmines.data.stats import BandStats
-from smallmines.data.windows import Span, make_plan
+from smallmines.data.windows import make_plan
 from smallmines.errors import ConfigError
 from smallmines.folders import RUN_TAG, folder_lock
-from smallmines.legend import CHANGE_NODATA, ChangeClass, change_colormap
+from smallmines.legend import ChangeClass, change_categories, change_colormap, change_tags, write_category_names
 from smallmines.mapping.engine import Job
 from smallmines.mapping.guards import compare_to_training, enforce, sample_scene
 from smallmines.mapping.mapper import (
@@ -39,12 +39,12 @@ from smallmines.mapping.mapper import (
     DEFAULT_OVERLAP,
     DEFAULT_WINDOW,
     Progress,
-    _check_cards,
+    _check_counts,
     _infer,
-    _model_ref,
+    _load_model,
+    _region,
     _scene_year,
 )
-from smallmines.mapping.predictors import load_predictor, read_card
 from smallmines.mapping.work import WORK_DIR, WorkFolder, _fingerprint, _now, _stitch_change, _to_cog
 from smallmines.models.registry import ModelCard
 
@@ -183,12 +183,8 @@ def map_change_raster(
     """
     start = time.perf_counter()
     out = Path(out_dir)
-    distributed = bool(cluster or workers)
-    ref = _model_ref(checkpoint, onnx, device, precision, threads)
-    if not distributed:
-        ref = ref.resolved()
-    card = read_card(ref) if distributed else load_predictor(ref)[1]
-    _check_cards(ref, card)
+    _check_counts(workers, block, batch_size, readers, threads)
+    ref, card = _load_model(checkpoint, onnx, device, precision, cluster, workers, threads)
     if not is_change_card(card):
         raise ConfigError(f"{ref.path} is a single-date model ({card.model}); --before/--after need a bi-temporal "
                           "change model (e.g. trained with preset change-tiny): map each scene with `smallmines map "
@@ -211,9 +207,7 @@ def map_change_raster(
     checks = {}
     for scene in (scene_a, scene_b):
         scene.require(bands)
-    geometry = load_aoi(aoi, scene_a.grid.crs) if aoi else None
-    rows, cols = aoi_region(scene_a.grid, geometry) if geometry is not None else \
-        (Span(0, scene_a.grid.height), Span(0, scene_a.grid.width))
+    geometry, rows, cols = _region(scene_a.grid, aoi)
     grid = scene_a.grid.sub(rows, cols)
     for key, scene in (("before", scene_a), ("after", scene_b)):
         with scene.open() as reader:
@@ -243,9 +237,9 @@ def map_change_raster(
             raise ConfigError(f"{files}: no pixel of the mapped region has valid data in every band of both "
                               f"scenes ({', '.join(bands)}); check that the two scenes overlap and hold data")
         years = f"{year_a or '?'}-{year_b or '?'}"
-        tags = {RUN_TAG: run_id, "classes": ", ".join(f"{int(c)}={c.label}" for c in ChangeClass)
-                + f", {CHANGE_NODATA}=nodata", "year_a": str(year_a or ""), "year_b": str(year_b or "")}
-        _to_cog(tmp, out / CHANGE_TIF, "nearest", 2, f"mining change {years}", change_colormap(), tags)
+        _to_cog(tmp, out / CHANGE_TIF, "nearest", 2, f"mining change {years}", change_colormap(),
+                {RUN_TAG: run_id, **change_tags(year_a, year_b)})
+        write_category_names(out / CHANGE_TIF, change_categories())
         if not keep_work:
             import shutil
 

@@ -199,33 +199,19 @@ def map_scene(
     start = time.perf_counter()
     out = Path(out_dir)
     refuse_overwrite([out / OUTPUTS["summary"]], overwrite)
-    if workers is not None and workers < 1:
-        raise ConfigError(f"workers={workers}: need at least 1")
-    for option, value in (("--block", block), ("--batch-size", batch_size), ("--readers", readers),
-                          ("--threads", threads)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{option} {value}: need at least 1 (or leave it out for the default)")
+    _check_counts(workers, block, batch_size, readers, threads)
     if threshold is not None:
         threshold = check_threshold(threshold)
     if min_area_ha < 0 or simplify < 0:
         raise ConfigError(f"min_area_ha={min_area_ha:g}, simplify={simplify:g}: neither may be negative")
-    if workers and not cluster and threads is None:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-    distributed = bool(cluster or workers)
-    ref = _model_ref(checkpoint, onnx, device, precision, threads)
-    if not distributed:  # resolve and load now, so a bad device or model fails before any work
-        ref = ref.resolved()
-    card = read_card(ref) if distributed else load_predictor(ref)[1]
-    _check_cards(ref, card)
+    ref, card = _load_model(checkpoint, onnx, device, precision, cluster, workers, threads)
     if split_date_channels(card.channels) is not None:
         raise ConfigError(f"{ref.path} is a bi-temporal change model ({card.model}): it maps two scenes, not one; "
                           "run `smallmines map --before SCENE_A --after SCENE_B --model MODEL -o DIR`")
     scene = open_scene(stacked, s2, s1, dem, band_order).with_scale(parse_scale(scale))
     bands = required_bands(card.channels)
     scene.require(bands)
-    geometry = load_aoi(aoi, scene.grid.crs) if aoi else None
-    rows, cols = aoi_region(scene.grid, geometry) if geometry is not None else \
-        (Span(0, scene.grid.height), Span(0, scene.grid.width))
+    geometry, rows, cols = _region(scene.grid, aoi)
     grid = scene.grid.sub(rows, cols)
 
     with scene.open() as reader:
@@ -318,6 +304,43 @@ def _infer(job: Job, todo: Sequence[BlockId], work: WorkFolder, grid: Grid, clus
     else:
         run_blocks(job, todo, work.save, tick)
     return len(todo)
+
+
+def _check_counts(workers: int | None, block: int, batch_size: int | None, readers: int | None,
+                  threads: int | None) -> None:
+    """Refuse counts below 1 (``None`` keeps the default)."""
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers={workers}: need at least 1")
+    for option, value in (("--block", block), ("--batch-size", batch_size), ("--readers", readers),
+                          ("--threads", threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{option} {value}: need at least 1 (or leave it out for the default)")
+
+
+def _load_model(checkpoint: str | Path | None, onnx: str | Path | None, device: str, precision: str, cluster: Any,
+                workers: int | None, threads: int | None) -> tuple[ModelRef, ModelCard]:
+    """The model's reference and card, loaded here so a bad device or model fails before any work.
+
+    With Dask the workers load the model; only its card is read here. Local worker processes share
+    the cores (``threads`` defaults to cores / workers).
+    """
+    if workers and not cluster and threads is None:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+    distributed = bool(cluster or workers)
+    ref = _model_ref(checkpoint, onnx, device, precision, threads)
+    if not distributed:
+        ref = ref.resolved()
+    card = read_card(ref) if distributed else load_predictor(ref)[1]
+    _check_cards(ref, card)
+    return ref, card
+
+
+def _region(grid: Grid, aoi: str | Path | None) -> tuple[Any, Span, Span]:
+    """The area of interest's geometry (None without one) and the rows and columns of ``grid`` to map."""
+    geometry = load_aoi(aoi, grid.crs) if aoi else None
+    if geometry is None:
+        return None, Span(0, grid.height), Span(0, grid.width)
+    return (geometry, *aoi_region(grid, geometry))
 
 
 def _write_outputs(job: Job, work: WorkFolder, grid: Grid, out: Path, threshold: float, min_area_ha: float,
